@@ -1,0 +1,222 @@
+"""One typed, frozen settings model loaded from params.yaml.
+
+Unknown or mistyped keys are errors that name the key: a silently ignored typo in a
+production config is how a model gets trained on the wrong window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_ENV = "PIPELINES_PARAMS"
+DEFAULT_PARAMS = "params.yaml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Contract(_Frozen):
+    """Which column is what: point the pipeline at your own table by editing this."""
+
+    id: str = "transaction_id"
+    timestamp: str = "ts"
+    entity: str | None = Field("card_id", description="Entity for history features; null turns them off.")
+    target: str = "is_fraud"
+    label_timestamp: str = Field("label_ts", description="When the label became known (labels feed).")
+    numeric: tuple[str, ...] = ("amount",)
+    categorical: tuple[str, ...] = ("merchant_category", "merchant_country", "channel")
+    amount: str | None = Field("amount", description="Numeric column that history statistics summarise.")
+    novelty: tuple[str, ...] = Field(
+        ("merchant_country", "merchant_category"),
+        description="Categorical columns whose first appearance for an entity is a feature.",
+    )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns of a transaction record (the label columns come from the labels feed)."""
+        ent = (self.entity,) if self.entity else ()
+        return (self.id, self.timestamp, *ent, *self.numeric, *self.categorical)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Contract:
+        if self.amount is not None and self.amount not in self.numeric:
+            raise ValueError(f"contract.amount {self.amount!r} must be one of contract.numeric")
+        missing = [c for c in self.novelty if c not in self.categorical]
+        if missing:
+            raise ValueError(f"contract.novelty columns {missing} must be in contract.categorical")
+        names = [self.id, self.timestamp, self.target, *self.numeric, *self.categorical]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"contract names columns more than once: {dup}")
+        return self
+
+
+class Paths(_Frozen):
+    """Every location is a URL or a path; `s3://bucket/prefix` works for the external ones."""
+
+    source: str = Field("data/source", description="Upstream source: transactions/ and labels/ date partitions.")
+    raw: str = "data/raw"
+    validation: str = "reports/validation"
+    features: str = "data/features"
+    models: str = "models"
+    metrics: str = "metrics"
+    plots: str = "plots"
+
+
+Scenario = Literal[
+    "none", "covariate_shift", "new_category", "concept_shift",
+    "corrupt_nulls", "corrupt_range", "corrupt_types", "corrupt_renamed",
+    "corrupt_missing", "corrupt_duplicates", "corrupt_empty",
+]
+
+
+class Simulate(_Frozen):
+    seed: int = 7
+    cards: int = Field(4000, gt=0)
+    start: dt.date = dt.date(2026, 1, 1)
+    days: int = Field(120, gt=0)
+    tx_per_day: int = Field(4000, gt=0)
+    scenario: Scenario = "none"
+    scenario_start: dt.date | None = Field(None, description="First day of the scenario; default: the last quarter of the period.")
+
+
+class Ingest(_Frozen):
+    start: dt.date = dt.date(2026, 1, 1)
+    end: dt.date = Field(dt.date(2026, 4, 1), description="Exclusive.")
+    label_cutoff: dt.date | None = Field(None, description="Use labels that arrived before this day; null: all arrived labels.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Ingest:
+        if self.end <= self.start:
+            raise ValueError(f"ingest.end ({self.end}) must be after ingest.start ({self.start})")
+        return self
+
+
+class Validate(_Frozen):
+    min_rows: int = Field(1000, ge=0)
+    max_rows: int = Field(50_000_000, gt=0)
+    label_rate: tuple[float, float] = (0.001, 0.05)
+    amount_range: tuple[float, float] = (0.0, 100_000.0)
+    max_null_share: float = Field(0.0, ge=0, le=1, description="Share of nulls tolerated in contract columns.")
+    min_rows_per_day: int = Field(1, ge=0)
+    categories: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Known values per categorical column; an unseen value is a warning, not a block.",
+    )
+    min_known_share: float = Field(0.95, ge=0, le=1, description="Share of values that must be known categories.")
+
+
+class Features(_Frozen):
+    windows_hours: tuple[int, ...] = (1, 24, 168)
+
+    @model_validator(mode="after")
+    def _positive(self) -> Features:
+        if not self.windows_hours or any(w <= 0 for w in self.windows_hours):
+            raise ValueError("features.windows_hours must be a non-empty list of positive hours")
+        return self
+
+
+class Split(_Frozen):
+    test_days: int = Field(21, gt=0)
+
+
+class LightGBMParams(_Frozen):
+    n_estimators: int = Field(400, gt=0)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, gt=1)
+    min_child_samples: int = Field(50, gt=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    num_threads: int = Field(2, gt=0, description="Fixed so that the model bytes are reproducible.")
+
+
+class LogisticParams(_Frozen):
+    C: float = Field(1.0, gt=0)
+    max_iter: int = Field(1000, gt=0)
+
+
+class Train(_Frozen):
+    seed: int = 42
+    model: Literal["lightgbm", "logistic"] = Field("lightgbm", description="The family to promote; the other is the baseline.")
+    lightgbm: LightGBMParams = LightGBMParams()
+    logistic: LogisticParams = LogisticParams()
+
+
+class Evaluate(_Frozen):
+    alert_rate: float = Field(0.01, gt=0, lt=1, description="Share of transactions the team can review.")
+    calibration_bins: int = Field(10, gt=1)
+    min_slice_rows: int = Field(200, gt=0)
+    slice_by: tuple[str, ...] = Field(("channel", "merchant_category"), description="Categorical columns to report metrics per value of.")
+
+
+class Settings(_Frozen):
+    contract: Contract = Contract()
+    paths: Paths = Paths()
+    simulate: Simulate = Simulate()
+    ingest: Ingest = Ingest()
+    validate_: Validate = Field(Validate(), alias="validate")
+    features: Features = Features()
+    split: Split = Split()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _slices_are_categorical(self) -> Settings:
+        unknown = [s for s in self.evaluate.slice_by if s not in self.contract.categorical]
+        if unknown:
+            raise ValueError(f"evaluate.slice_by names {unknown}, which are not in contract.categorical")
+        return self
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or does not match the schema."""
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_settings(data: object, origin: str = "params") -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{origin} is invalid:\n{_describe(err)}") from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    path = Path(path or os.environ.get(PARAMS_ENV, DEFAULT_PARAMS))
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_settings(data, str(path))
+
+
+def json_schema() -> dict:
+    return Settings.model_json_schema(by_alias=True)

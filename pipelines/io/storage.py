@@ -1,0 +1,142 @@
+"""Every data location is a URL: a local path by default, `s3://bucket/prefix` unchanged.
+
+Writes are atomic where the backend allows it: locally we write a temporary sibling and
+rename it into place, so a reader never sees a half-written file; on S3 a PUT is atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import fsspec
+import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """Options for the backend of `url`, from the standard environment only (never committed files)."""
+    if url.startswith("s3://"):
+        opts: dict[str, Any] = {"use_listings_cache": False}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            opts["endpoint_url"] = endpoint
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            opts["client_kwargs"] = {"region_name": region}
+        return opts
+    return {}
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return bool(fs.exists(path))
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    try:
+        return bytes(fs.cat_file(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {url}") from None
+
+
+def write_text(url: str, text: str) -> None:
+    write_bytes(url, text.encode())
+
+
+def write_json(url: str, obj: Any) -> None:
+    write_text(url, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(url: str) -> Any:
+    return json.loads(read_bytes(url))
+
+
+def write_parquet(df: pd.DataFrame, url: str) -> None:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    write_bytes(url, buf.getvalue())
+
+
+def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(io.BytesIO(read_bytes(url)), columns=columns)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise ValueError(f"cannot read Parquet at {url}: {err}") from None
+
+
+def read_table(url: str) -> pd.DataFrame:
+    """A user's own table: Parquet or CSV, chosen by extension."""
+    if url.endswith(".csv"):
+        fs, path = filesystem(url)
+        with fs.open(path, "rb") as f:
+            return pd.read_csv(f)
+    return read_parquet(url)
+
+
+def partition_url(base: str, day: dt.date) -> str:
+    return join(base, f"date={day.isoformat()}", "part-0.parquet")
+
+
+def write_partition(df: pd.DataFrame, base: str, day: dt.date) -> str:
+    """Replace one day's partition (never append: re-running must not double rows)."""
+    url = partition_url(base, day)
+    write_parquet(df, url)
+    return url
+
+
+def list_partitions(base: str) -> dict[dt.date, str]:
+    """Day → URL of the partitions present under `base` (`date=YYYY-MM-DD/part-0.parquet`)."""
+    fs, path = filesystem(base)
+    if not fs.exists(path):
+        return {}
+    out: dict[dt.date, str] = {}
+    protocol = base.split("://", 1)[0] + "://" if "://" in base else ""
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("date="):
+            continue
+        try:
+            day = dt.date.fromisoformat(name[len("date="):])
+        except ValueError:
+            continue
+        part = f"{entry.rstrip('/')}/part-0.parquet"
+        if fs.exists(part):
+            out[day] = protocol + part if protocol and not part.startswith(protocol) else part
+    return dict(sorted(out.items()))
+
+
+def read_partitions(base: str, days: Iterable[dt.date]) -> list[pd.DataFrame]:
+    parts = list_partitions(base)
+    return [read_parquet(parts[d]) for d in days if d in parts]

@@ -1,0 +1,55 @@
+"""featurize: point-in-time features for every event, then a time-based train/test split.
+
+History features are computed over all ingested events (labelled or not: an unlabelled
+transaction is still part of its card's history); only labelled rows go to train and test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from pipelines.config import Settings
+from pipelines.core.features import FeatureSpec, build_features
+from pipelines.io import storage
+
+
+def require_passed_gate(settings: Settings) -> None:
+    """The data gate is blocking even when a stage is called outside DVC (e.g. from a flow)."""
+    url = storage.join(settings.paths.validation, "summary.json")
+    try:
+        summary = storage.read_json(url)
+    except FileNotFoundError:
+        raise RuntimeError(f"no validation summary at {url}: run the validate stage first") from None
+    if not summary.get("success"):
+        raise RuntimeError(f"the data gate failed (see {url}); refusing to build features on that data")
+
+
+def split_time(settings: Settings) -> pd.Timestamp:
+    return pd.Timestamp(settings.ingest.end - dt.timedelta(days=settings.split.test_days))
+
+
+def featurize(raw: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    c = settings.contract
+    spec = FeatureSpec.from_settings(settings)
+    feats = build_features(raw, spec)
+    meta = [col for col in (c.id, c.timestamp, c.entity, c.target) if col]
+    table = pd.concat([raw[meta].reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
+    table = table[table[c.target].notna()].sort_values([c.timestamp, c.id], ignore_index=True)
+    table[c.target] = table[c.target].astype("int8")
+    cut = split_time(settings)
+    return table[table[c.timestamp] < cut], table[table[c.timestamp] >= cut]
+
+
+def run(settings: Settings) -> None:
+    require_passed_gate(settings)
+    raw = storage.read_parquet(storage.join(settings.paths.raw, "transactions.parquet"))
+    train, test = featurize(raw, settings)
+    if train.empty or test.empty:
+        raise ValueError(f"time split at {split_time(settings)} leaves train={len(train)} test={len(test)} labelled rows;"
+                         " adjust ingest window or split.test_days")
+    out = settings.paths.features
+    storage.write_parquet(train, storage.join(out, "train.parquet"))
+    storage.write_parquet(test, storage.join(out, "test.parquet"))
+    print(f"featurize: train {len(train):,} rows, test {len(test):,} rows (split at {split_time(settings)}) → {out}")

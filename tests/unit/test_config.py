@@ -1,0 +1,85 @@
+"""params.yaml is one typed, frozen model: mistakes name the key that is wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import ConfigError, load_settings, parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_committed_params_file_is_valid() -> None:
+    s = load_settings(ROOT / "params.yaml")
+    assert s.contract.target == "is_fraud"
+    assert s.train.model == "lightgbm"
+    assert s.validate_.categories["channel"]
+
+
+def test_settings_are_frozen() -> None:
+    s = parse_settings({})
+    with pytest.raises(Exception, match="frozen"):
+        s.train.seed = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"trian": {}}, "trian: unknown key"),
+        ({"train": {"lightgbm": {"num_leavs": 7}}}, "train.lightgbm.num_leavs: unknown key"),
+        ({"train": {"lightgbm": {"learning_rate": "fast"}}}, "train.lightgbm.learning_rate"),
+        ({"train": {"model": "xgboost"}}, "train.model"),
+        ({"ingest": {"start": "2026-02-01", "end": "2026-01-01"}}, "ingest.end"),
+        ({"contract": {"amount": "price"}}, "contract.amount 'price' must be one of contract.numeric"),
+        ({"contract": {"novelty": ["city"]}}, "contract.novelty"),
+        ({"evaluate": {"slice_by": ["city"]}}, "evaluate.slice_by"),
+        ({"features": {"windows_hours": [0]}}, "windows_hours"),
+        ({"validate": {"label_rate": [0.1]}}, "validate.label_rate"),
+    ],
+)
+def test_invalid_params_name_the_problem(params: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(params)
+    assert named in str(err.value)
+
+
+def test_a_team_can_describe_its_own_table(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({
+        "contract": {"id": "order_id", "timestamp": "created_at", "entity": None, "target": "churned",
+                     "numeric": ["basket"], "categorical": ["region"], "amount": "basket", "novelty": []},
+        "evaluate": {"slice_by": ["region"]},
+    }))
+    s = load_settings(path)
+    assert s.contract.columns == ("order_id", "created_at", "basket", "region")
+
+
+def test_unreadable_and_malformed_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(bad)
+
+
+def test_cli_prints_the_schema_and_rejects_bad_params(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pipelines", "config", "--schema"],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    schema = json.loads(out.stdout)
+    assert {"contract", "train", "validate"} <= set(schema["properties"])
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  sed: 1\n")
+    res = subprocess.run([sys.executable, "-m", "pipelines", "--params", str(bad), "config"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2
+    assert "train.sed: unknown key" in res.stderr
