@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
-from pipelines.config import ConfigError, Settings, json_schema, load_settings
+from pipelines.config import PARAMS_ENV, ConfigError, Settings, json_schema, load_settings
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> int:
@@ -29,10 +30,48 @@ def _stage(name: str) -> Callable[[Settings, argparse.Namespace], int]:
     return run
 
 
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.io import registry
+
+    tag = registry.versions()[-1] if args.tag == "latest" else args.tag
+    if not tag:
+        raise LookupError("the model store has no versions yet: run the package stage")
+    record = registry.promote(tag, args.reason)
+    print(f"promote: {record['tag']} is the champion (was {record['previous']})")
+    return 0
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.io import registry
+
+    champ = registry.champion_tag()
+    for tag in registry.versions():
+        meta = registry.info(tag)
+        auc = meta["metadata"].get("metrics", {}).get("roc_auc")
+        mark = "*" if tag == champ else " "
+        print(f"{mark} {tag}  {meta['labels'].get('family', '?'):9s} roc_auc={auc if auc is None else round(auc, 4)}  {meta['created']}")
+    return 0
+
+
+def _materialize(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.stages import materialize
+
+    return materialize.run(settings, force=args.force)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
+    s = settings.serving
+    cmd = ["bentoml", "serve", args.target, "--host", s.host, "--port", str(args.port or s.port)]
+    print("serve:", " ".join(cmd), flush=True)
+    os.execvp(cmd[0], cmd)
+
+
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import simulate
 
-    return simulate.main(args.rest, settings) or 0
+    return simulate.main(args.rest, settings) or 0  # its own parser owns its flags
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
@@ -43,6 +82,11 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "featurize": ("point-in-time features and the time split", _stage("featurize")),
     "train": ("fit the model and its baseline", _stage("train")),
     "evaluate": ("metrics, slices and plots on the test period", _stage("evaluate")),
+    "package": ("save the model with lineage and build the bento", _stage("package")),
+    "promote": ("make a model version the champion (atomic)", _promote),
+    "models": ("list model versions; * marks the champion", _models),
+    "materialize": ("seed the online feature store from the raw snapshot", _materialize),
+    "serve": ("start the BentoML service on params' host:port", _serve),
 }
 
 
@@ -54,22 +98,36 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, add_help=name != "simulate")
         if name == "config":
             sp.add_argument("--schema", action="store_true", help="print the JSON schema of params.yaml")
-        if name == "simulate":
-            sp.add_argument("rest", nargs=argparse.REMAINDER)
+        if name == "promote":
+            sp.add_argument("tag", help="model tag, or 'latest'")
+            sp.add_argument("--reason", default="manual promotion", help="recorded in the registry history")
+        if name == "materialize":
+            sp.add_argument("--force", action="store_true", help="replace a store that already has events")
+        if name == "serve":
+            sp.add_argument("--port", type=int, help="override serving.port")
+            sp.add_argument("--target", default="pipelines.serving.service:FraudService",
+                            help="service import path or a built bento tag")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    if rest and args.command != "simulate":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         if args.command == "config" and args.schema:
             return _config(None, args)  # type: ignore[arg-type]
         settings = load_settings(args.params)
+        if args.params:
+            os.environ[PARAMS_ENV] = os.path.abspath(args.params)  # the service reads the same file
+        os.environ.setdefault("BENTOML_HOME", os.path.abspath(settings.paths.bentoml_home))
         return COMMANDS[args.command][1](settings, args)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError, TypeError) as err:
+    except (FileNotFoundError, LookupError, ValueError, RuntimeError, TypeError) as err:
         print(f"{args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -68,6 +68,8 @@ class Paths(_Frozen):
     models: str = "models"
     metrics: str = "metrics"
     plots: str = "plots"
+    package: str = Field("reports/package.json", description="What the package stage produced (tags).")
+    bentoml_home: str = Field(".bentoml", description="Model and bento store, unless BENTOML_HOME is set.")
 
 
 Scenario = Literal[
@@ -158,6 +160,30 @@ class Evaluate(_Frozen):
     slice_by: tuple[str, ...] = Field(("channel", "merchant_category"), description="Categorical columns to report metrics per value of.")
 
 
+class Serving(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, gt=0, lt=65536)
+    workers: int = Field(1, gt=0)
+    max_batch_size: int = Field(256, gt=0, description="Adaptive batching: most records in one model call.")
+    max_latency_ms: int = Field(50, gt=0, description="Adaptive batching: latency bound a batch must meet.")
+    max_records_per_request: int = Field(500, gt=0)
+    review_threshold: float = Field(0.2, gt=0, lt=1)
+    decline_threshold: float = Field(0.6, gt=0, lt=1)
+    feature_store: str = Field("data/online/features.sqlite", description="SQLite file of the online feature store.")
+    prediction_log: str = Field("data/predictions", description="URL of the partitioned Parquet prediction log.")
+    spool_dir: str = Field("data/online/spool", description="Local spool for log batches the sink refused.")
+    log_flush_rows: int = Field(5000, gt=0)
+    log_flush_seconds: float = Field(2.0, gt=0)
+    reload_seconds: float = Field(1.0, gt=0, description="How often the service checks for a new champion.")
+    request_timeout_seconds: int = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Serving:
+        if self.review_threshold >= self.decline_threshold:
+            raise ValueError("serving.review_threshold must be below serving.decline_threshold")
+        return self
+
+
 class Settings(_Frozen):
     contract: Contract = Contract()
     paths: Paths = Paths()
@@ -168,6 +194,7 @@ class Settings(_Frozen):
     split: Split = Split()
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
+    serving: Serving = Serving()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

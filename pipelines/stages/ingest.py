@@ -35,6 +35,13 @@ def join_labels(tx: pd.DataFrame, labels: pd.DataFrame, settings: Settings) -> p
     return out
 
 
+def _uniform_types(df: pd.DataFrame) -> pd.DataFrame:
+    """Partitions that disagree on a column's type concatenate to a mixed object column, which
+    Parquet cannot store. Keep it as text so validate can report the column's type as wrong."""
+    mixed = [c for c in df.columns if df[c].dtype == object and df[c].dropna().map(type).nunique() > 1]
+    return df.astype({c: "string" for c in mixed}) if mixed else df
+
+
 def run(settings: Settings) -> pd.DataFrame:
     src, win = settings.paths.source, settings.ingest
     tx_parts = storage.list_partitions(storage.join(src, "transactions"))
@@ -46,7 +53,8 @@ def run(settings: Settings) -> pd.DataFrame:
     if missing:
         print(f"ingest: {len(missing)} day(s) have no partition: {', '.join(missing[:5])}"
               f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
-    tx = pd.concat([f for f in frames if len(f.columns)], ignore_index=True) if any(len(f.columns) for f in frames) else frames[0]
+    tx = _uniform_types(pd.concat([f for f in frames if len(f.columns)], ignore_index=True)
+                        if any(len(f.columns) for f in frames) else frames[0])
 
     label_parts = storage.list_partitions(storage.join(src, "labels"))
     cutoff = win.label_cutoff

@@ -1,0 +1,67 @@
+"""Shared test plumbing: telemetry off, the project's venv tools on PATH, a tiny repo copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+os.environ.update(TELEMETRY_OFF)
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+# Small enough for seconds, large enough that the model has something to learn.
+SMALL_PARAMS = {
+    "simulate": {"cards": 400, "days": 35, "tx_per_day": 1200, "start": "2026-01-01"},
+    "ingest": {"start": "2026-01-01", "end": "2026-02-05"},
+    "split": {"test_days": 10},
+    "train": {"lightgbm": {"n_estimators": 60}},
+}
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def make_repo(dest: Path, params: dict) -> Path:
+    """A throwaway clone of the project's pipeline files, with its own git and DVC."""
+    for name in ("pipelines", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(deep_update(base, params), sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    return dest
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", SMALL_PARAMS)

@@ -1,0 +1,64 @@
+"""`dvc repro` end to end on a small simulated source, in a temporary copy of the repo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run
+
+pytestmark = pytest.mark.integration
+
+STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "package"]
+
+
+def ran(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def test_repro_trains_reruns_nothing_then_only_what_changed(small_repo: Path) -> None:
+    repo = small_repo
+    run(["python", "-m", "pipelines", "simulate"], repo)
+
+    first = run(["dvc", "repro"], repo)
+    assert ran(first.stdout) == STAGES
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert {"roc_auc", "average_precision", "recall_at_alert_rate", "log_loss", "baseline"} <= set(metrics)
+    assert 0.5 < metrics["roc_auc"] <= 1.0
+    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "roc_auc" in shown
+    run(["dvc", "plots", "show", "-o", "plots_html"], repo)
+    assert (repo / "plots_html/index.html").stat().st_size > 1000
+    slices = json.loads((repo / "metrics/slices.json").read_text())
+    assert set(slices["lightgbm"]) == {"channel", "merchant_category"}
+
+    again = run(["dvc", "repro"], repo)
+    assert ran(again.stdout) == []
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["lightgbm"]["learning_rate"] = 0.1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    partial = run(["dvc", "repro"], repo)
+    assert ran(partial.stdout) == ["train", "evaluate", "package"]
+
+
+def test_bad_data_stops_the_pipeline_and_keeps_what_was_good(small_repo: Path) -> None:
+    repo = small_repo
+    run(["python", "-m", "pipelines", "simulate"], repo)
+    run(["dvc", "repro"], repo)
+    model_before = (repo / "models/lightgbm.pkl").read_bytes()
+    features_before = (repo / "data/features/train.parquet").read_bytes()
+
+    run(["python", "-m", "pipelines", "simulate", "--scenario", "corrupt_nulls", "--scenario-start", "2026-01-20"], repo)
+    failed = run(["dvc", "repro"], repo, check=False)
+    assert failed.returncode != 0
+    assert "amount" in failed.stderr + failed.stdout
+    assert ran(failed.stdout) == ["ingest", "validate"]
+    summary = json.loads((repo / "reports/validation/summary.json").read_text())
+    assert summary["success"] is False
+    assert (repo / "models/lightgbm.pkl").read_bytes() == model_before
+    assert (repo / "data/features/train.parquet").read_bytes() == features_before
