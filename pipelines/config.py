@@ -29,7 +29,8 @@ class Contract(_Frozen):
     timestamp: str = "ts"
     entity: str | None = Field("card_id", description="Entity for history features; null turns them off.")
     target: str = "is_fraud"
-    label_timestamp: str = Field("label_ts", description="When the label became known (labels feed).")
+    label_timestamp: str | None = Field(
+        "label_ts", description="When the label became known (labels feed); null if your table has none.")
     numeric: tuple[str, ...] = ("amount",)
     categorical: tuple[str, ...] = ("merchant_category", "merchant_country", "channel")
     amount: str | None = Field("amount", description="Numeric column that history statistics summarise.")
@@ -144,6 +145,9 @@ class LightGBMParams(_Frozen):
 class LogisticParams(_Frozen):
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(1000, gt=0)
+    max_rows: int | None = Field(
+        300_000, gt=0, description="Fit on a seeded sample of at most this many rows (null: all); "
+        "a linear baseline gains nothing from more, and lbfgs time grows with rows.")
 
 
 class Train(_Frozen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +47,11 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
     return res
 
 
+def write_params(path: Path, params: dict) -> None:
+    """DVC's templating rejects YAML dates: write every date as a quoted string."""
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(params, default=str)), sort_keys=False))
+
+
 def make_repo(dest: Path, params: dict) -> Path:
     """A throwaway clone of the project's pipeline files, with its own git and DVC."""
     for name in ("pipelines", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
@@ -55,7 +61,7 @@ def make_repo(dest: Path, params: dict) -> Path:
         else:
             shutil.copy(src, dest / name)
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(deep_update(base, params), sort_keys=False))
+    write_params(dest / "params.yaml", deep_update(base, params))
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.analytics", "false"], dest)

@@ -103,7 +103,7 @@ def build_suite(
 
 
 def _expected_columns(contract: Contract) -> list[str]:
-    return [*contract.columns, contract.target, contract.label_timestamp]
+    return [*contract.columns, contract.target, *([contract.label_timestamp] if contract.label_timestamp else [])]
 
 
 def _structure(contract: Contract) -> list[Check]:
@@ -129,7 +129,7 @@ def _types(contract: Contract) -> list[Check]:
         *(Check(f"type.{c}", "ExpectColumnValuesToBeInTypeList", {"column": c, "type_list": list(NUMERIC_TYPES)},
                 c, True, f"{c!r} is numeric") for c in numeric),
         *(Check(f"type.{c}", "ExpectColumnValuesToBeOfType", {"column": c, "type_": DATETIME_TYPE},
-                c, True, f"{c!r} is a naive (UTC) datetime") for c in (contract.timestamp, contract.label_timestamp)),
+                c, True, f"{c!r} is a naive (UTC) datetime") for c in (contract.timestamp, contract.label_timestamp) if c),
     ]
 
 
@@ -180,13 +180,18 @@ def _categories(column: str, values: Sequence[str], params: Validate) -> list[Ch
 def _label(contract: Contract, params: Validate) -> list[Check]:
     y, lts, ts = contract.target, contract.label_timestamp, contract.timestamp
     lo, hi = params.label_rate
-    return [
+    checks = [
         Check(f"binary.{y}", "ExpectColumnValuesToBeInSet", {"column": y, "value_set": [0, 1]}, y, True,
               f"{y!r} is 0, 1 or not yet known"),
         # The mean skips missing labels, so this is the positive rate among labelled rows; with
         # no labelled row at all it has no value and fails, which is right: nothing to train on.
         Check(f"label_rate.{y}", "ExpectColumnMeanToBeBetween", {"column": y, "min_value": lo, "max_value": hi},
               y, True, f"the label rate of labelled rows is in [{lo:g}, {hi:g}]"),
+    ]
+    if lts is None:
+        return checks
+    return [
+        *checks,
         # A label known before its transaction happened would leak the future into training.
         Check(f"label_after_event.{lts}", "ExpectColumnPairValuesAToBeGreaterThanB",
               {"column_A": lts, "column_B": ts, "or_equal": True, "ignore_row_if": "either_value_is_missing"},

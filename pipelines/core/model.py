@@ -114,6 +114,9 @@ def _fit_logistic(X: pd.DataFrame, y: np.ndarray, p: LogisticParams, seed: int, 
     Xo = X.copy()
     for c in spec.categorical:
         Xo[c] = Xo[c].astype(object).where(Xo[c].notna(), "__missing__")
+    if p.max_rows is not None and len(Xo) > p.max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(Xo), p.max_rows, replace=False))
+        Xo, y = Xo.iloc[keep], y[keep]
     est.fit(Xo, y)
     return _ObjectCategoricals(est, spec.categorical)
 

@@ -62,3 +62,38 @@ def test_bad_data_stops_the_pipeline_and_keeps_what_was_good(small_repo: Path) -
     assert summary["success"] is False
     assert (repo / "models/lightgbm.pkl").read_bytes() == model_before
     assert (repo / "data/features/train.parquet").read_bytes() == features_before
+
+
+def test_own_csv_table_with_its_own_column_names_and_no_entity(tmp_path: Path) -> None:
+    """The documented path for a team's own data: one CSV, renamed columns, no history."""
+    import pandas as pd
+
+    from pipelines import simulate
+    from pipelines.config import parse_settings
+    from pipelines.stages.ingest import join_labels
+    from tests.conftest import SMALL_PARAMS, make_repo
+
+    sim = parse_settings(SMALL_PARAMS)
+    tx, labels = simulate.generate(sim.simulate)
+    table = join_labels(tx, labels, sim).drop(columns=["card_id", "label_ts"]).rename(columns={
+        "transaction_id": "order_id", "ts": "created_at", "amount": "total", "channel": "via",
+        "merchant_category": "shop_type", "merchant_country": "country", "is_fraud": "chargeback"})
+    repo = make_repo(tmp_path / "repo", {
+        **SMALL_PARAMS,
+        "paths": {"source": "data/orders.csv"},
+        "contract": {"id": "order_id", "timestamp": "created_at", "entity": None, "target": "chargeback",
+                     "label_timestamp": None, "numeric": ["total"], "amount": "total",
+                     "categorical": ["shop_type", "country", "via"], "novelty": []},
+        "validate": {"categories": {"via": list(simulate.CHANNELS)}},
+        "evaluate": {"slice_by": ["via"]},
+    })
+    (repo / "data").mkdir()
+    table.to_csv(repo / "data/orders.csv", index=False)
+
+    out = run(["dvc", "repro", "evaluate"], repo)
+    assert ran(out.stdout) == ["ingest", "validate", "featurize", "train", "evaluate"]
+    features = pd.read_parquet(repo / "data/features/train.parquet")
+    assert not [c for c in features.columns if c.startswith("hist_")]  # no entity: history is off
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 0.5 < metrics["roc_auc"] <= 1.0
+    assert set(json.loads((repo / "metrics/slices.json").read_text())["lightgbm"]) == {"via"}

@@ -1,0 +1,121 @@
+"""Pipeline scaling: wall time and peak RSS per `dvc repro` stage at 100k and 1M transactions.
+
+    python bench/pipeline_scaling.py [--rows 100000 1000000 5000000] [--keep DIR]
+
+Each size runs in a throwaway copy of the repo: simulate the source, then `dvc repro -s <stage>`
+for every stage in dvc.yaml's order (so each stage is timed on its own, DVC overhead included),
+then the LightGBM fit alone on the same training features, in this process. The last column of
+the summary is the ratio the issue asks about: the whole pipeline over the fit alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "package"]
+ENV = {**os.environ, "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true",
+       "GX_ANALYTICS_ENABLED": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of a command and the descendants it waited for."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024**2
+
+
+def make_repo(dest: Path, rows: int) -> Path:
+    for name in ("pipelines", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    days = 90
+    params["simulate"].update(days=days, tx_per_day=rows // days, cards=max(1000, rows // 250))
+    params["ingest"].update(start=params["simulate"]["start"], end=None)
+    start = params["simulate"]["start"]
+    import datetime as dt
+
+    params["ingest"]["end"] = str(dt.date.fromisoformat(str(start)) + dt.timedelta(days=days))
+    (dest / "params.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(params, default=str)), sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=dest, env=ENV, check=True, capture_output=True)
+    return dest
+
+
+def fit_alone(repo: Path) -> float:
+    """The LightGBM fit the train stage does, alone, on the same features and params."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.config import load_settings
+    from pipelines.core.features import FeatureSpec
+    from pipelines.core.model import fit
+
+    s = load_settings(repo / "params.yaml")
+    train = pd.read_parquet(repo / s.paths.features / "train.parquet")
+    spec = FeatureSpec.from_settings(s)
+    y = train[s.contract.target].to_numpy(dtype=np.int64)
+    start = time.perf_counter()
+    fit("lightgbm", train, y, spec, s.train.lightgbm, s.train.seed)
+    return time.perf_counter() - start
+
+
+def bench(rows: int, workdir: Path) -> dict:
+    repo = make_repo(workdir / f"repo-{rows}", rows)
+    result: dict = {"rows": rows}
+    result["simulate"] = timed([sys.executable, "-m", "pipelines", "simulate"], repo)
+    for stage in STAGES:
+        result[stage] = timed(["dvc", "repro", "-s", stage], repo)
+        print(f"  {rows:>9,} {stage:<10} {result[stage][0]:7.1f} s  {result[stage][1]:5.2f} GB", flush=True)
+    result["fit"] = fit_alone(repo)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    head = ["rows", *[f"{s} s" for s in STAGES], "repro s", "peak RSS GB", "fit alone s", "repro/fit"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        total = sum(r[s][0] for s in STAGES)
+        peak = max(r[s][1] for s in STAGES)
+        cells = [f"{r['rows']:,}", *[f"{r[s][0]:.1f}" for s in STAGES], f"{total:.1f}", f"{peak:.2f}",
+                 f"{r['fit']:.1f}", f"{total / r['fit']:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--keep", type=Path, help="keep the work directories here")
+    args = p.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results = [bench(n, work) for n in args.rows]
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\nPipeline scaling (dvc repro -s <stage>, each stage timed alone; package includes the bento build)")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
