@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.conftest import make_repo, run
 
 
 def free_port() -> int:
@@ -82,3 +88,89 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[
     yield start
     for server in servers:
         server.stop()
+
+
+@dataclass
+class Service:
+    """A real `bentoml serve` process group on 127.0.0.1."""
+
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def score(self, records: list[dict], timeout: float = 30.0) -> httpx.Response:
+        return httpx.post(f"{self.url}/score", json={"records": records}, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"service not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the server (graceful by default) and wait; the whole group is killed if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
+        self.proc.wait()
+        return self.proc.returncode
+
+
+def start_service(repo: Path, target: str = "pipelines.serving.service:FraudService",
+                  cwd: Path | None = None, env: dict | None = None) -> Service:
+    port = free_port()
+    log = repo / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd or repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "BENTOML_HOME": str(repo / ".bentoml"),
+                 "PIPELINES_PARAMS": str(repo / "params.yaml"), **(env or {})},
+        )
+    service = Service(port, log, proc)
+    service.wait_ready()
+    return service
+
+
+# Long enough to have a test period after the training window, small enough for seconds.
+SERVE_PARAMS = {
+    "simulate": {"cards": 300, "days": 24, "tx_per_day": 1000, "start": "2026-01-01"},
+    "ingest": {"start": "2026-01-01", "end": "2026-01-21"},
+    "split": {"test_days": 6},
+    "train": {"lightgbm": {"n_estimators": 40}},
+    "serving": {"log_flush_seconds": 0.5, "reload_seconds": 0.2},
+}
+
+
+@pytest.fixture(scope="module")
+def served_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo with a trained, packaged, promoted model and a seeded feature store."""
+    repo = make_repo(tmp_path_factory.mktemp("served") / "repo", SERVE_PARAMS)
+    run(["python", "-m", "pipelines", "simulate"], repo)
+    run(["dvc", "repro"], repo)
+    run(["python", "-m", "pipelines", "promote", "latest", "--reason", "test setup"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def service(served_repo: Path) -> Iterator[Service]:
+    svc = start_service(served_repo)
+    yield svc
+    svc.stop()

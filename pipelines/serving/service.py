@@ -1,0 +1,182 @@
+"""The BentoML fraud-scoring service.
+
+`score` is batchable with adaptive batching: BentoML merges the record lists of concurrent
+requests into one call, bounded by `serving.max_batch_size` and `serving.max_latency_ms`.
+Per batch: enrich from the online feature store with the shared feature code, score with the
+champion, decide, append the batch to the store (so the next request sees it), log every
+record to the prediction log.
+
+Zero-downtime promotion is an in-process swap: a watcher thread polls the registry's champion
+pointer; on a change it loads the new model *beside* the old one and then replaces one
+reference. A batch takes that reference once, so it is scored entirely by one version, and
+no request waits on a load or fails during the switch.
+
+Importing this module pulls in no Prefect, DVC, Great Expectations or Evidently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import pandas as pd
+
+from pydantic import Field
+
+from pipelines.config import DEFAULT_PARAMS, PARAMS_ENV, load_settings
+from pipelines.core.features import FeatureSpec
+from pipelines.core.model import TabularModel
+from pipelines.io import registry
+from pipelines.io.feature_store import SQLiteStore
+from pipelines.io.prediction_log import PredictionLog
+from pipelines.serving import scorer
+from pipelines.serving.edge import JsonOnly
+from pipelines.serving.schema import Score, record_model
+
+log = logging.getLogger("fraud.service")
+
+SETTINGS = load_settings()
+# Relative locations in params are relative to the params file, not to wherever the server
+# starts: a built bento runs from its own directory, and state must never land inside it.
+PARAMS_DIR = Path(os.environ.get(PARAMS_ENV, DEFAULT_PARAMS)).resolve().parent
+
+
+def _located(path: str) -> str:
+    return path if "://" in path or os.path.isabs(path) else str(PARAMS_DIR / path)
+
+
+os.environ.setdefault("BENTOML_HOME", _located(SETTINGS.paths.bentoml_home))
+SERVING = SETTINGS.serving
+SPEC = FeatureSpec.from_settings(SETTINGS)
+Transaction = record_model(SETTINGS.contract)
+# A request is a non-empty list of at most max_records_per_request records; pydantic names the
+# offending record and field, and BentoML turns that into a 400.
+Records = Annotated[list[Transaction], Field(min_length=1, max_length=SERVING.max_records_per_request)]  # type: ignore[valid-type]
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="fraud_batch_size", documentation="Records per model call (adaptive batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+DECISIONS = bentoml.metrics.Counter(name="fraud_decisions", documentation="Decisions made.",
+                                    labelnames=["decision", "model_version"])
+UNKNOWN = bentoml.metrics.Counter(name="fraud_unknown_category", documentation="Category values the model never saw.",
+                                  labelnames=["column"])
+MODEL_INFO = bentoml.metrics.Gauge(name="fraud_model_info", documentation="1 for the model version being served.",
+                                   labelnames=["model_version"], multiprocess_mode="livemax")
+LOG_LAG = bentoml.metrics.Gauge(name="fraud_prediction_log_lag_seconds",
+                                documentation="Seconds since the prediction log last delivered to its sink.",
+                                multiprocess_mode="max")
+LOG_PENDING = bentoml.metrics.Gauge(name="fraud_prediction_log_pending_rows",
+                                    documentation="Logged rows not yet delivered (buffered or spooled).",
+                                    multiprocess_mode="sum")
+
+
+def _bundled_tag() -> str | None:
+    """The model a built bento carries: the champion (or newest version) at build time."""
+    try:
+        return registry.champion_tag() or (registry.versions() or [None])[-1]
+    except Exception:  # an empty or missing store: the service starts unready instead
+        return None
+
+
+_BUNDLED = _bundled_tag()
+
+
+@bentoml.service(
+    name="fraud_service",
+    workers=SERVING.workers,
+    traffic={"timeout": SERVING.request_timeout_seconds},
+    http={"host": SERVING.host, "port": SERVING.port},
+)
+class FraudService:
+    if _BUNDLED:
+        bundled = bentoml.models.BentoModel(_BUNDLED)
+
+    def __init__(self) -> None:
+        self._current: tuple[TabularModel, str] | None = None
+        self._stop = threading.Event()
+        self._load_champion()
+        self.store = SQLiteStore(_located(SERVING.feature_store), SPEC) if SPEC.has_history else None
+        self.predictions = PredictionLog(
+            _located(SERVING.prediction_log), timestamp_column=SETTINGS.contract.timestamp,
+            flush_rows=SERVING.log_flush_rows, flush_seconds=SERVING.log_flush_seconds,
+            spool_dir=_located(SERVING.spool_dir),
+        )
+        self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
+        self._watcher.start()
+
+    # -- model lifecycle -------------------------------------------------------------------
+
+    def _load_champion(self) -> None:
+        tag = registry.champion_tag() or _BUNDLED
+        if tag is None or (self._current and self._current[1] == tag):
+            return
+        try:
+            model = registry.load(tag)
+        except Exception as err:  # keep serving the model we have
+            log.error("cannot load champion %s: %s; keeping %s", tag, err,
+                      self._current[1] if self._current else "no model")
+            return
+        previous = self._current[1] if self._current else None
+        self._current = (model, tag)  # the swap: one reference assignment
+        if previous:
+            MODEL_INFO.labels(model_version=previous).set(0)
+        MODEL_INFO.labels(model_version=tag).set(1)
+        log.info("serving model %s (was %s)", tag, previous)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(SERVING.reload_seconds):
+            self._load_champion()
+            stats = self.predictions.stats()
+            LOG_LAG.set(stats.lag_seconds)
+            LOG_PENDING.set(stats.rows_buffered + stats.rows_spooled)
+
+    def __is_ready__(self) -> bool:
+        return self._current is not None
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.predictions.close()  # flushes: a graceful stop loses no record
+        if self.store is not None:
+            self.store.close()
+
+    # -- the endpoint ----------------------------------------------------------------------
+
+    @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
+    def score(self, records: Records) -> list[Score]:
+        current = self._current
+        if current is None:
+            raise bentoml.exceptions.ServiceUnavailable("no model is loaded yet")
+        model, version = current
+        batch = scorer.records_to_frame(records, SPEC)
+        store = self.store
+        history = store.history(batch[SETTINGS.contract.entity].unique().tolist()) if store else pd.DataFrame()
+        scored = scorer.score(batch, history, model, SPEC, SERVING.review_threshold, SERVING.decline_threshold)
+        if store:
+            store.append(batch[SPEC.history_columns])
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        self.predictions.append(scorer.log_frame(batch, scored, SPEC, version, uuid.uuid4().hex, now))
+        self._count(scored, version)
+        ids = batch[SETTINGS.contract.id].tolist()
+        return [
+            Score(transaction_id=i, probability=float(p), decision=str(d), model_version=version, unknown_categories=u)
+            for i, p, d, u in zip(ids, scored.probability, scored.decision, scored.unknown, strict=True)
+        ]
+
+    def _count(self, scored: scorer.Scored, version: str) -> None:
+        BATCH_SIZE.observe(len(scored.probability))
+        for decision, n in pd.Series(scored.decision).value_counts().items():
+            DECISIONS.labels(decision=decision, model_version=version).inc(n)
+        for cols in scored.unknown:
+            for col in cols:
+                UNKNOWN.labels(column=col).inc()
+
+
+
+FraudService.add_asgi_middleware(JsonOnly)
