@@ -168,8 +168,12 @@ class Serving(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(3000, gt=0, lt=65536)
     workers: int = Field(1, gt=0)
-    max_batch_size: int = Field(256, gt=0, description="Adaptive batching: most records in one model call.")
-    max_latency_ms: int = Field(50, gt=0, description="Adaptive batching: latency bound a batch must meet.")
+    batching: Literal["adaptive", "bentoml", "off"] = Field(
+        "adaptive", description="adaptive: the service's own batcher (pipelines/serving/batching.py); "
+        "bentoml: BentoML's batchable dispatcher; off: one model call per request.")
+    max_batch_size: int = Field(256, gt=0, description="Most records in one model call.")
+    max_latency_ms: int = Field(50, gt=0, description="batching=bentoml only: its dispatcher's latency bound.")
+    max_queue_records: int = Field(20_000, gt=0, description="batching=adaptive: beyond this many waiting records, 503.")
     max_records_per_request: int = Field(500, gt=0)
     review_threshold: float = Field(0.2, gt=0, lt=1)
     decline_threshold: float = Field(0.6, gt=0, lt=1)

@@ -119,6 +119,15 @@ class Service:
         self.stop()
         raise RuntimeError(f"service not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
 
+    def warm_up(self, requests: int = 16) -> None:
+        """Sequential requests first, as a rollout would: BentoML's batching dispatcher calibrates
+        its latency model on its first batches and sheds concurrent load (503) until it has."""
+        for i in range(requests):
+            rec = {"transaction_id": f"warm-up-{i}-{time.monotonic_ns()}", "ts": "2026-01-01T00:00:00",
+                   "card_id": "warm-up", "amount": 1.0, "merchant_category": "grocery",
+                   "merchant_country": "US", "channel": "pos"}
+            self.score([rec]).raise_for_status()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Signal the server (graceful by default) and wait; the whole group is killed if it hangs."""
         if self.proc.poll() is None:
@@ -146,6 +155,7 @@ def start_service(repo: Path, target: str = "pipelines.serving.service:FraudServ
         )
     service = Service(port, log, proc)
     service.wait_ready()
+    service.warm_up()
     return service
 
 
@@ -159,7 +169,7 @@ SERVE_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repo with a trained, packaged, promoted model and a seeded feature store."""
     repo = make_repo(tmp_path_factory.mktemp("served") / "repo", SERVE_PARAMS)
