@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo train test test-fast lint bench clean
+.PHONY: install demo train serve test test-fast lint bench clean
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
@@ -33,6 +33,9 @@ train: install data/source  ## simulate the source (once) and train with DVC
 demo: train  ## the main job on the embedded defaults
 	dvc metrics show
 
+serve: install  ## serve the champion (promote one first: python -m pipelines promote latest)
+	python -m pipelines serve
+
 test: install  ## the whole test suite
 	python -m pytest
 
@@ -44,7 +47,9 @@ lint: install
 	mypy
 
 bench: install
+	python bench/model_quality.py
 	python bench/pipeline_scaling.py
+	python bench/serving.py
 
 clean:
 	rm -rf data/raw data/features models metrics plots reports

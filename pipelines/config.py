@@ -184,6 +184,7 @@ class Serving(_Frozen):
     log_flush_seconds: float = Field(2.0, gt=0)
     reload_seconds: float = Field(1.0, gt=0, description="How often the service checks for a new champion.")
     request_timeout_seconds: int = Field(10, gt=0)
+    access_log: bool = Field(False, description="A log line and a trace span per request (costly at high rates).")
 
     @model_validator(mode="after")
     def _ordered(self) -> Serving:

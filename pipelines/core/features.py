@@ -75,7 +75,8 @@ class FeatureSpec:
 
 def to_ms(ts: pd.Series) -> np.ndarray:
     """Naive-UTC timestamps as int64 milliseconds since the epoch."""
-    values = pd.to_datetime(ts)
+    # to_datetime on a column that is already datetime64 still samples it in Python (~1.5 ms)
+    values = ts if pd.api.types.is_datetime64_any_dtype(ts.dtype) else pd.to_datetime(ts)
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     return values.to_numpy(dtype="datetime64[ms]").astype(np.int64)

@@ -49,9 +49,31 @@ class TabularModel:
             out[c] = pd.Categorical(X[c].astype(object), categories=self.categories[c])
         return out
 
+    def for_serving(self) -> TabularModel:
+        """One thread per prediction: small batches lose more to OpenMP start-up than they gain,
+        and the serving process needs its other core for HTTP."""
+        if self.family == "lightgbm":
+            self.estimator.set_params(n_jobs=1)
+        return self
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """`prepare` as one float matrix, categoricals as their fixed-level codes (NaN if unseen):
+        exactly what LightGBM derives from the categorical frame, without its per-call pandas
+        conversion (~4 ms, most of a small batch's scoring time)."""
+        out = np.empty((len(X), len(self.features)), dtype=np.float64)
+        for j, c in enumerate(self.numeric):
+            out[:, j] = X[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        for j, c in enumerate(self.categorical, start=len(self.numeric)):
+            codes = pd.Index(self.categories[c]).get_indexer(X[c].astype(object)).astype(np.float64)
+            codes[codes < 0] = np.nan
+            out[:, j] = codes
+        return out
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
+        if self.family == "lightgbm":
+            return np.asarray(self.estimator.booster_.predict(self.matrix(X)), dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(self.prepare(X))[:, 1], dtype=np.float64)
 
 

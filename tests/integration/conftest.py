@@ -132,10 +132,8 @@ class Service:
         """Signal the server (graceful by default) and wait; the whole group is killed if it hangs."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
         self.proc.wait()

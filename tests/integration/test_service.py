@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pipelines.core.features import FeatureSpec, build_features
 from pipelines.io.prediction_log import read_log
 from pipelines.stages.train import load_model
 from tests.conftest import run
-from tests.integration.conftest import Service, start_service
+from tests.integration.conftest import Service
 
 pytestmark = pytest.mark.integration
 

@@ -100,3 +100,18 @@ def test_unseen_categories_are_flagged_and_still_scored() -> None:
         assert mask[:, spec.categorical.index("merchant_category")].tolist() == [True, False, False, False, False]
         p = model.predict_proba(probe)
         assert np.all((p >= 0) & (p <= 1)) and np.isfinite(p).all()
+
+
+def test_lightgbm_fast_path_equals_the_estimators_own_prediction() -> None:
+    small = parse_settings({"simulate": {"seed": 5, "cards": 200, "days": 10, "tx_per_day": 800}})
+    tx, labels = simulate.generate(small.simulate)
+    raw = join_labels(tx, labels, small)
+    spec = FeatureSpec.from_settings(small)
+    feats, y = build_features(raw, spec), raw["is_fraud"].to_numpy(dtype=int)
+    model = fit("lightgbm", feats, y, spec, small.train.lightgbm, 1)
+    probe = feats.sample(300, random_state=0).copy()
+    probe.loc[probe.index[:5], "merchant_category"] = "crypto"  # unseen
+    probe.loc[probe.index[5:10], "merchant_country"] = None  # missing
+    probe.loc[probe.index[10:15], "hist_secs_since_prev"] = np.nan
+    reference = model.estimator.predict_proba(model.prepare(probe))[:, 1]
+    np.testing.assert_allclose(model.predict_proba(probe), reference, rtol=0, atol=1e-12)
