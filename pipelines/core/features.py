@@ -84,38 +84,58 @@ def to_ms(ts: pd.Series) -> np.ndarray:
 
 def build_features(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """Features for every row of `events`, indexed like `events`."""
-    c = spec.contract
-    ts_ms = to_ms(events[c.timestamp])
-    out = {col: pd.to_numeric(events[col], errors="raise").to_numpy(np.float64) for col in c.numeric}
-    hours = (ts_ms // _MS_PER_HOUR) % 24
-    out["hour"] = hours.astype(np.float64)
-    # 1970-01-01 was a Thursday: shift so Monday is 0, like pandas' dayofweek.
-    out["day_of_week"] = ((ts_ms // (24 * _MS_PER_HOUR) + 3) % 7).astype(np.float64)
-    if spec.has_history:
-        out.update(_history(events, ts_ms, spec))
-    frame = pd.DataFrame(out, index=events.index)
-    for col in c.categorical:
-        frame[col] = events[col].astype("string").to_numpy(dtype=object)
-    return frame[spec.names]
+    history = _history(_history_arrays(events, spec), spec) if spec.has_history else {}
+    return _assemble(events, history, spec)
 
 
 def features_for(batch: pd.DataFrame, history: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Online path: features of `batch` rows given their entities' earlier stored events."""
-    if not spec.has_history or history.empty:
-        events = batch
-    else:
-        events = pd.concat([history[spec.history_columns], batch], ignore_index=True)
-        events.index = np.r_[np.full(len(history), -1), np.asarray(batch.index)]
-    feats = build_features(events, spec)
-    feats = feats.iloc[len(events) - len(batch):]
-    feats.index = batch.index
-    return feats
+    """Online path: features of `batch` rows given their entities' earlier stored events.
+
+    The history features are computed over the stored events followed by the batch, exactly as
+    `build_features` computes them over the whole dataset, and only the batch's rows are kept.
+    Columns travel as numpy arrays: a pandas concat per batch costs more than the arithmetic.
+    """
+    if not spec.has_history:
+        return _assemble(batch, {}, spec)
+    arrays = _history_arrays(batch, spec)
+    if len(history):
+        past = _history_arrays(history, spec)
+        arrays = {k: np.concatenate([past[k], arrays[k]]) for k in arrays}
+    n = len(batch)
+    feats = {k: v[len(v) - n:] for k, v in _history(arrays, spec).items()}
+    return _assemble(batch, feats, spec)
 
 
-def _history(events: pd.DataFrame, ts_ms: np.ndarray, spec: FeatureSpec) -> dict[str, np.ndarray]:
+def _history_arrays(events: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The columns history features read, as plain arrays."""
     c = spec.contract
-    n = len(events)
-    codes, _ = pd.factorize(events[c.entity], use_na_sentinel=True)
+    out = {"ts": to_ms(events[c.timestamp]), "entity": events[c.entity].to_numpy(dtype=object)}
+    if c.amount:
+        out["amount"] = pd.to_numeric(events[c.amount], errors="raise").to_numpy(np.float64)
+    for col in c.novelty:
+        out[f"novelty:{col}"] = events[col].to_numpy(dtype=object)
+    return out
+
+
+def _assemble(events: pd.DataFrame, history: dict[str, np.ndarray], spec: FeatureSpec) -> pd.DataFrame:
+    """Request-level features of `events` plus the history features, in `spec.names` order."""
+    c = spec.contract
+    ts_ms = to_ms(events[c.timestamp])
+    out = {col: pd.to_numeric(events[col], errors="raise").to_numpy(np.float64) for col in c.numeric}
+    out["hour"] = ((ts_ms // _MS_PER_HOUR) % 24).astype(np.float64)
+    # 1970-01-01 was a Thursday: shift so Monday is 0, like pandas' dayofweek.
+    out["day_of_week"] = ((ts_ms // (24 * _MS_PER_HOUR) + 3) % 7).astype(np.float64)
+    out.update(history)
+    for col in c.categorical:
+        out[col] = events[col].astype("string").to_numpy(dtype=object)
+    return pd.DataFrame({name: out[name] for name in spec.names}, index=events.index)
+
+
+def _history(cols: dict[str, np.ndarray], spec: FeatureSpec) -> dict[str, np.ndarray]:
+    c = spec.contract
+    ts_ms = cols["ts"]
+    n = len(ts_ms)
+    codes, _ = pd.factorize(cols["entity"], use_na_sentinel=True)
     order = np.lexsort((ts_ms, codes))
     code_s, ts_s = codes[order], ts_ms[order]
 
@@ -142,9 +162,9 @@ def _history(events: pd.DataFrame, ts_ms: np.ndarray, spec: FeatureSpec) -> dict
         res[f"hist_n_{w}h"] = (first_same_ms - left).astype(np.float64)
 
     if c.amount:
-        amount = pd.to_numeric(events[c.amount], errors="raise").to_numpy(np.float64)[order]
-        sums = _prefix_within_groups(amount, code_s)
-        squares = _prefix_within_groups(amount * amount, code_s)
+        amount = cols["amount"][order]
+        sums = _prefix_within_groups(amount, group_start)
+        squares = _prefix_within_groups(amount * amount, group_start)
 
         def before(prefix: np.ndarray, j: np.ndarray) -> np.ndarray:
             # Sum of the group's values at sorted positions < j (0 at the group's start).
@@ -163,21 +183,26 @@ def _history(events: pd.DataFrame, ts_ms: np.ndarray, spec: FeatureSpec) -> dict
             res["hist_amount_z"] = np.where(std > 0, (amount - mean) / std, np.nan)
 
     for col in c.novelty:
-        values, _ = pd.factorize(events[col].to_numpy()[order], use_na_sentinel=True)
-        first_seen = (
-            pd.Series(ts_s).groupby([code_s, values], sort=False).transform("min").to_numpy()
-        )
-        res[f"hist_new_{col}"] = (first_seen >= ts_s).astype(np.float64)
+        values, _ = pd.factorize(cols[f"novelty:{col}"][order], use_na_sentinel=True)
+        # Rows are in (entity, time) order, so the first row of each (entity, value) pair is
+        # that value's first appearance for the entity. A missing value is never "new".
+        pair = code_s.astype(np.int64) * (int(values.max(initial=0)) + 2) + (values + 1)
+        _, first, which = np.unique(pair, return_index=True, return_inverse=True)
+        first_seen = ts_s[first][which]
+        res[f"hist_new_{col}"] = ((first_seen >= ts_s) & (values >= 0)).astype(np.float64)
 
     # Back from sorted order to the caller's row order.
-    unsorted = {}
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
-    for name, arr in res.items():
-        unsorted[name] = arr[inverse]
-    return unsorted
+    return {name: arr[inverse] for name, arr in res.items()}
 
 
-def _prefix_within_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Inclusive running sums that restart at each group, so each group's arithmetic is its own."""
-    return pd.Series(values).groupby(groups, sort=False).cumsum().to_numpy(np.float64)
+def _prefix_within_groups(values: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """Inclusive running sums that restart at each group (rows sorted by group), summed within
+    the group only, so a group's values never depend on the other groups in the frame."""
+    out = np.empty_like(values)
+    starts = np.flatnonzero(np.r_[True, group_start[1:] != group_start[:-1]]) if len(values) else []
+    bounds = [*starts, len(values)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+        np.cumsum(values[lo:hi], out=out[lo:hi])
+    return out
