@@ -193,6 +193,42 @@ class Serving(_Frozen):
         return self
 
 
+class Deploy(_Frozen):
+    """The champion/challenger gate and the rollout."""
+
+    metric: Literal["roc_auc", "average_precision"] = "roc_auc"
+    margin: float = Field(0.005, ge=0, description="The challenger must beat the champion by at least this.")
+    floor: float = Field(0.8, ge=0, le=1, description="No model below this is ever promoted (the first one included).")
+    recent_days: int = Field(14, gt=0, description="Both models are scored on the labelled events of these last days.")
+    service_url: str = Field("http://127.0.0.1:3000", description="The running service the rollout smoke-checks.")
+    rollout_timeout_seconds: float = Field(60.0, gt=0)
+
+
+class Drift(_Frozen):
+    """The scheduled drift check on the prediction log against the training reference."""
+
+    cron: str = Field("*/15 * * * *", description="Schedule of the drift-check deployment.")
+    window_hours: float = Field(24.0, gt=0, description="Prediction-log window each check reads (by scored_at).")
+    min_rows: int = Field(500, gt=0, description="Fewer logged rows than this: no verdict.")
+    sample_rows: int = Field(20_000, gt=0, description="Seeded sample of larger windows and of the reference.")
+    seed: int = 0
+    num_method: str = Field("wasserstein", description="Evidently drift method for numeric columns.")
+    num_threshold: float = Field(0.1, gt=0)
+    cat_method: str = Field("jensenshannon", description="Evidently drift method for categorical columns.")
+    cat_threshold: float = Field(0.1, gt=0)
+    columns: tuple[str, ...] | None = Field(None, description="Columns to test; null: the request-level inputs.")
+    drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that counts as data drift.")
+    min_quality: float | None = Field(0.75, description="ROC-AUC on labelled logged rows below this counts as drift.")
+    min_labelled: int = Field(300, gt=0, description="Labelled rows (with both classes) needed to judge quality.")
+    persistence: int = Field(2, gt=0, description="Drift must be seen in this many consecutive checks.")
+    cooldown_hours: float = Field(6.0, ge=0, description="No new alarm this long after a retraining.")
+    reports: str = Field("reports/drift", description="Where HTML reports, summaries and the check state go.")
+
+
+class Retrain(_Frozen):
+    window_days: int = Field(90, gt=0, description="Training window length; retraining ends it at the newest labels.")
+
+
 class Settings(_Frozen):
     contract: Contract = Contract()
     paths: Paths = Paths()
@@ -204,6 +240,9 @@ class Settings(_Frozen):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
     serving: Serving = Serving()
+    deploy: Deploy = Deploy()
+    drift: Drift = Drift()
+    retrain: Retrain = Retrain()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -105,13 +105,17 @@ def run(settings: Settings) -> ValidationSummary:
     return result
 
 
+# The data failed the gate: retrying cannot help (orchestrators read this exit code, EX_DATAERR).
+DATA_REJECTED = 65
+
+
 def main(settings: Settings) -> int:
     try:
         result = run(settings)
     except (FileNotFoundError, ValueError) as err:
         print(f"validate: error: {err}", file=sys.stderr)
         return 1
-    return 0 if result.success else 1
+    return 0 if result.success else DATA_REJECTED
 
 
 def _report(result: ValidationSummary) -> None:

@@ -140,7 +140,7 @@ def test_corruption_blocks_and_names_the_column(gate, tmp_path: Path, kind: str)
     corrupt, expectation, column = CORRUPTIONS[kind]
     code, err, summary = gate(corrupt(make_raw()))
     where = f"column {column!r}" if column else "the table"
-    assert code == 1 and not summary["success"]
+    assert code == validate.DATA_REJECTED and not summary["success"]
     assert f"validate: FAILED {expectation} on {where}" in err, err
     assert failed(summary, expectation, column), summary["results"][:5]
     # failures come first, and the report a person opens exists after a failure too
@@ -151,7 +151,7 @@ def test_corruption_blocks_and_names_the_column(gate, tmp_path: Path, kind: str)
 
 def test_renamed_column_shows_its_new_name(gate) -> None:
     code, err, summary = gate(make_raw().rename(columns={"amount": "amount_usd"}))
-    assert code == 1
+    assert code == validate.DATA_REJECTED
     [columns] = failed(summary, "expect_table_columns_to_match_set", None, blocking=False)
     assert columns["details"]["mismatched"] == {"missing": ["amount"], "unexpected": ["amount_usd"]}
     assert "not evaluated: column 'amount' is missing" in err  # not GX's "list index out of range"
@@ -168,7 +168,7 @@ def test_unknown_category_warns_at_small_share_and_blocks_at_large(gate, share: 
     df = make_raw()
     df.loc[df.index[: int(share * len(df))], "channel"] = "teleport"
     code, err, summary = gate(df)
-    assert code == int(blocks) and summary["success"] is not blocks
+    assert code == (validate.DATA_REJECTED if blocks else 0) and summary["success"] is not blocks
     [warning] = failed(summary, "expect_column_values_to_be_in_set", "channel", blocking=False)
     assert warning["details"]["unexpected_values"] == [{"value": "teleport", "count": int(share * len(df))}]
     assert "validate: WARNING expect_column_values_to_be_in_set on column 'channel'" in err

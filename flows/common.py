@@ -1,0 +1,19 @@
+"""What every flow shares: the settings, and a repository root to run DVC in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipelines.config import PARAMS_ENV, Settings, load_settings
+
+
+def repo_root() -> Path:
+    """The repository the flows act on: where params.yaml is ($PIPELINES_PARAMS or the cwd)."""
+    return Path(os.environ.get(PARAMS_ENV, "params.yaml")).resolve().parent
+
+
+def settings() -> Settings:
+    root = repo_root()
+    os.environ.setdefault("BENTOML_HOME", str(root / load_settings(root / "params.yaml").paths.bentoml_home))
+    return load_settings(root / "params.yaml")

@@ -1,0 +1,84 @@
+"""training: the DVC stages as Prefect tasks, in dvc.yaml's own order.
+
+The DAG is DVC's (read from the repository, never re-declared here). Each stage runs as
+`dvc repro -s <stage>`, so a stage whose inputs did not change is skipped by DVC. A stage that
+fails is retried with backoff, except when the data gate rejected the data (exit code 65):
+the same data would fail the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows.common import repo_root, settings
+from pipelines.stages.validate import DATA_REJECTED
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, code: int, output: str) -> None:
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        super().__init__(f"stage '{stage}' failed (exit {code}):\n{tail}")
+        self.stage, self.code = stage, code
+
+
+def stage_order() -> list[str]:
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(repo_root())) as repo:
+        # Edges point from a stage to what it depends on: reversed topological order runs
+        # every dependency first.
+        return [s.addressing for s in reversed(list(nx.topological_sort(repo.index.graph)))]
+
+
+def _retry_unless_rejected(task, task_run, state) -> bool:  # noqa: ANN001
+    try:
+        state.result()
+    except StageFailed as err:
+        return err.code != DATA_REJECTED
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_unless_rejected,
+      task_run_name="dvc repro -s {stage}")
+def run_stage(stage: str) -> str:
+    logger = get_run_logger()
+    proc = subprocess.run(["dvc", "repro", "-s", stage], cwd=repo_root(), capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    for line in output.strip().splitlines():
+        logger.info(line)
+    if proc.returncode:
+        # DVC exits 255 whatever the command did; the command's own code is in its message.
+        cmd_code = re.search(r"failed to run: .*, exited with (\d+)", output)
+        raise StageFailed(stage, int(cmd_code.group(1)) if cmd_code else proc.returncode, output)
+    return "skipped" if "didn't change, skipping" in output else "ran"
+
+
+@flow(name="training", log_prints=True)
+def training() -> dict:
+    outcome = {stage: run_stage(stage) for stage in stage_order()}
+    s = settings()
+    evaluation = json.loads((repo_root() / s.paths.metrics / "evaluate.json").read_text())
+    publish_metrics(evaluation)
+    package = json.loads((repo_root() / s.paths.package).read_text())
+    return {"stages": outcome, "metrics": evaluation, "package": package}
+
+
+def publish_metrics(evaluation: dict) -> None:
+    keys = ["roc_auc", "average_precision", "recall_at_alert_rate", "precision_at_alert_rate", "log_loss", "brier"]
+    rows = [{"model": evaluation.get("model", "primary"), **{k: evaluation.get(k) for k in keys}}]
+    if isinstance(evaluation.get("baseline"), dict):
+        rows.append({"model": evaluation["baseline"].get("model", "baseline"),
+                     **{k: evaluation["baseline"].get(k) for k in keys}})
+    create_table_artifact(key="evaluation-metrics", table=rows, description="Test-period metrics (dvc metrics)")
+
+
+if __name__ == "__main__":
+    training()
