@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo train serve test test-fast lint bench clean
+.PHONY: install demo orchestrate train serve test test-fast lint bench clean
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
@@ -30,8 +30,12 @@ data/source: | install
 train: install data/source  ## simulate the source (once) and train with DVC
 	dvc repro
 
-demo: train  ## the main job on the embedded defaults
-	dvc metrics show
+demo: install  ## the main job: simulate, train, deploy, drift, retrain on its own, serve the new champion
+	python -m flows.demo
+
+orchestrate: install  ## the Prefect server (UI on 127.0.0.1:4200) and every deployment, until Ctrl-C
+	PREFECT_HOME=$(CURDIR)/.prefect prefect server start --host 127.0.0.1 --port 4200 & \
+	  trap 'kill %1' EXIT; sleep 10; PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
 
 serve: install  ## serve the champion (promote one first: python -m pipelines promote latest)
 	python -m pipelines serve

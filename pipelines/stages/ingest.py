@@ -62,7 +62,7 @@ def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, dict]:
     cutoff = win.label_cutoff
     labels = [storage.read_parquet(u) for d, u in label_parts.items() if cutoff is None or d < cutoff]
     raw = join_labels(tx, pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(), settings)
-    return raw, {"partitions": frames, "missing_days": missing}
+    return raw, {"partitions": len(frames), "missing_days": missing}
 
 
 def read_single_table(settings: Settings) -> tuple[pd.DataFrame, dict]:

@@ -25,6 +25,8 @@ def test_repro_trains_reruns_nothing_then_only_what_changed(small_repo: Path) ->
 
     first = run(["dvc", "repro"], repo)
     assert ran(first.stdout) == STAGES
+    manifest = json.loads((repo / "data/raw/manifest.json").read_text())
+    assert manifest["partitions"] == 35 and manifest["missing_days"] == [] and len(manifest["sha256"]) == 64
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert {"roc_auc", "average_precision", "recall_at_alert_rate", "log_loss", "baseline"} <= set(metrics)
     assert 0.5 < metrics["roc_auc"] <= 1.0
