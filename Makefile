@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo orchestrate train serve test test-fast lint bench clean
+.PHONY: install demo orchestrate train gate pull push rollout serve test test-fast lint bench clean
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
@@ -36,6 +36,20 @@ demo: install  ## the main job: simulate, train, deploy, drift, retrain on its o
 orchestrate: install  ## the Prefect server (UI on 127.0.0.1:4200) and every deployment, until Ctrl-C
 	PREFECT_HOME=$(CURDIR)/.prefect prefect server start --host 127.0.0.1 --port 4200 & \
 	  trap 'kill %1' EXIT; sleep 10; PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
+
+gate: install  ## champion/challenger gate on the packaged model (no running service needed)
+	python -m flows.deploy --no-rollout
+
+pull: install  ## DVC-tracked data and outputs from the remote (DVC_REMOTE picks one)
+	dvc pull --allow-missing $(if $(DVC_REMOTE),-r $(DVC_REMOTE))
+
+push: install
+	dvc push $(if $(DVC_REMOTE),-r $(DVC_REMOTE))
+
+rollout:  ## point the deployment at a new image (needs kubectl and a cluster: CI only)
+	@test -n "$(IMAGE)" && test -n "$(TARGET)" || { echo "usage: make rollout IMAGE=... TARGET=<kube context>"; exit 2; }
+	kubectl --context "$(TARGET)" set image deployment/fraud-service fraud-service="$(IMAGE)"
+	kubectl --context "$(TARGET)" rollout status deployment/fraud-service --timeout=10m
 
 serve: install  ## serve the champion (promote one first: python -m pipelines promote latest)
 	python -m pipelines serve

@@ -47,4 +47,10 @@ def deploy(challenger: str | None = None, rollout_to_service: bool = True) -> di
 
 
 if __name__ == "__main__":
-    deploy()
+    import argparse
+
+    p = argparse.ArgumentParser(description="Gate the packaged model (or --challenger TAG) and roll it out.")
+    p.add_argument("--challenger", help="model tag (default: the package stage's last model)")
+    p.add_argument("--no-rollout", action="store_true", help="gate and promote only; no running service needed")
+    args = p.parse_args()
+    deploy(challenger=args.challenger, rollout_to_service=not args.no_rollout)
