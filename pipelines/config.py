@@ -213,11 +213,11 @@ class Drift(_Frozen):
     sample_rows: int = Field(20_000, gt=0, description="Seeded sample of larger windows and of the reference.")
     seed: int = 0
     num_method: str = Field("wasserstein", description="Evidently drift method for numeric columns.")
-    num_threshold: float = Field(0.1, gt=0)
+    num_threshold: float = Field(0.2, gt=0)
     cat_method: str = Field("jensenshannon", description="Evidently drift method for categorical columns.")
     cat_threshold: float = Field(0.1, gt=0)
     columns: tuple[str, ...] | None = Field(None, description="Columns to test; null: the request-level inputs.")
-    drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that counts as data drift.")
+    drift_share: float = Field(0.25, gt=0, le=1, description="Share of drifted columns that counts as data drift.")
     min_quality: float | None = Field(0.75, description="ROC-AUC on labelled logged rows below this counts as drift.")
     min_labelled: int = Field(300, gt=0, description="Labelled rows (with both classes) needed to judge quality.")
     persistence: int = Field(2, gt=0, description="Drift must be seen in this many consecutive checks.")
