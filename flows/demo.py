@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -30,7 +32,7 @@ import pandas as pd
 
 from flows.common import repo_root, settings
 from pipelines import simulate
-from pipelines.config import Simulate
+from pipelines.config import Settings, Simulate
 from pipelines.core import metrics
 from pipelines.core.features import FeatureSpec, build_features
 from pipelines.io import registry
@@ -94,6 +96,24 @@ def quality_on_drifted_period(tag: str, world: Simulate, since: pd.Timestamp) ->
     return metrics.summary(y[known].astype(int), p, s.evaluate.alert_rate)
 
 
+def fresh_start(root: Path, s: Settings) -> None:
+    """The demo starts from nothing: runtime state of an earlier run (orchestration history,
+    champion pointer, drift state, prediction log, online store) is removed. Model versions stay
+    in the store; the registry history keeps its records."""
+    gone = [root / ".prefect", root / s.drift.reports, root / s.serving.prediction_log,
+            root / s.serving.feature_store, root / s.serving.spool_dir,
+            root / s.paths.bentoml_home / "registry" / "champion.json"]
+    for path in gone:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    store = root / s.serving.feature_store
+    for generation in store.parent.glob(f"{store.name}.*.gen*"):  # the store's files (and -wal/-shm)
+        generation.unlink()
+    registry.record_decision({"event": "demo-reset", "reason": "make demo starts from nothing"})
+
+
 def main() -> None:
     # Retraining moves the ingest window in params.yaml, as it should in production; the demo
     # puts the file back so that it can run again from the same start.
@@ -123,9 +143,7 @@ def loop() -> None:
     say(f"simulate: history until {s.ingest.end}, then concept shift (source: {s.paths.source})")
     sh(sys.executable, "-m", "pipelines", "simulate", "--scenario", "concept_shift",
        "--scenario-start", s.ingest.end.isoformat())
-    state = root / s.drift.reports / "state.json"
-    if state.exists():  # a previous demo's retraining would hold the new one in cooldown
-        state.unlink()
+    fresh_start(root, s)
 
     say("dvc repro: train on the history window")
     sh("dvc", "repro")
@@ -184,11 +202,11 @@ def loop() -> None:
             served = wait("the service to serve the new champion", lambda: (v := httpx.post(
                 f"{url}/score", json={"records": records[-1:]}).json()[0]["model_version"]) == new_tag and v, 60)
             to_new_champion = time.monotonic() - drift_started
+            retrained = settings()  # the moved window, before main() restores params.yaml
 
     say("summary")
     # Only days the retrained model did not train on (its own test split), for both models.
-    s = settings()
-    since = pd.Timestamp(s.ingest.end) - pd.Timedelta(days=s.split.test_days)
+    since = pd.Timestamp(retrained.ingest.end) - pd.Timedelta(days=retrained.split.test_days)
     before = quality_on_drifted_period(first_tag, world, since)
     after = quality_on_drifted_period(new_tag, world, since)
     print(f"    on the drifted days neither model trained on ({world.scenario} from {world.scenario_start}; "
