@@ -15,6 +15,7 @@ Every server binds 127.0.0.1 and is stopped at the end (Ctrl-C included).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -55,7 +57,7 @@ def free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def wait(what: str, check: Callable[[], object], timeout: float) -> object:
+def wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
@@ -94,6 +96,11 @@ def quality_on_drifted_period(tag: str, world: Simulate, since: pd.Timestamp) ->
     known = ~np.isnan(y)
     p = registry.load(tag).predict_proba(feats[drifted][known])
     return metrics.summary(y[known].astype(int), p, s.evaluate.alert_rate)
+
+
+def finished(runs: Callable[[str], list[dict]], run_id: str) -> dict | None:
+    return next((r for r in runs("drift-check") if r["id"] == run_id and r["state_type"] in ("FAILED", "COMPLETED")),
+                None)
 
 
 def fresh_start(root: Path, s: Settings) -> None:
@@ -188,9 +195,7 @@ def loop() -> None:
             deployment = next(d for d in httpx.post(f"{api}/deployments/filter", json={}).json() if d["name"] == "drift-check")
             for _ in range(s.drift.persistence):
                 created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}).json()
-                check = wait("the drift check", lambda run_id=created["id"]: next(
-                    (r for r in runs("drift-check") if r["id"] == run_id and r["state_type"] in ("FAILED", "COMPLETED")),
-                    None), 300)
+                check = wait("the drift check", functools.partial(finished, runs, created["id"]), 300)
                 print(f"    drift-check {check['state_type']}: {check['state']['message']}")
                 if check["state_type"] == "FAILED":
                     break
@@ -207,6 +212,8 @@ def loop() -> None:
     say("summary")
     # Only days the retrained model did not train on (its own test split), for both models.
     since = pd.Timestamp(retrained.ingest.end) - pd.Timedelta(days=retrained.split.test_days)
+    if first_tag is None or new_tag is None:
+        raise RuntimeError("the registry has no champion: see logs/flows.log")
     before = quality_on_drifted_period(first_tag, world, since)
     after = quality_on_drifted_period(new_tag, world, since)
     print(f"    on the drifted days neither model trained on ({world.scenario} from {world.scenario_start}; "

@@ -201,8 +201,8 @@ def _prefix_within_groups(values: np.ndarray, group_start: np.ndarray) -> np.nda
     """Inclusive running sums that restart at each group (rows sorted by group), summed within
     the group only, so a group's values never depend on the other groups in the frame."""
     out = np.empty_like(values)
-    starts = np.flatnonzero(np.r_[True, group_start[1:] != group_start[:-1]]) if len(values) else []
-    bounds = [*starts, len(values)]
+    starts = np.flatnonzero(np.r_[True, group_start[1:] != group_start[:-1]]) if len(values) else np.zeros(0, int)
+    bounds = [*starts.tolist(), len(values)]
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
         np.cumsum(values[lo:hi], out=out[lo:hi])
     return out

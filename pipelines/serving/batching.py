@@ -57,7 +57,8 @@ class AdaptiveBatcher(Generic[T, R]):
         return await future
 
     def _take(self) -> list[tuple[list[T], asyncio.Future[list[R]]]]:
-        taken, size = [], 0
+        taken: list[tuple[list[T], asyncio.Future[list[R]]]] = []
+        size = 0
         while self._queue and (not taken or size + len(self._queue[0][0]) <= self.max_batch_size):
             items, future = self._queue.popleft()
             self._queued -= len(items)

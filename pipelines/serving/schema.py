@@ -41,8 +41,8 @@ def record_model(contract: Contract) -> type[BaseModel]:
     if contract.entity:
         fields[contract.entity] = (Text, ...)
     for col in contract.numeric:
-        bound = {"ge": 0.0} if col == contract.amount else {}
-        fields[col] = (Annotated[float, Field(strict=False, **bound)], ...)
+        bound = Field(ge=0.0) if col == contract.amount else Field()
+        fields[col] = (Annotated[float, bound], ...)
     for col in contract.categorical:
         fields[col] = (Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)], ...)
     validators = {"_utc": field_validator(contract.timestamp)(_naive_utc)}
