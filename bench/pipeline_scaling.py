@@ -11,7 +11,7 @@ the summary is the ratio the issue asks about: the whole pipeline over the fit a
 from __future__ import annotations
 
 import argparse
-import json
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -42,22 +42,16 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024**2
 
 
-def make_repo(dest: Path, rows: int) -> Path:
-    for name in ("pipelines", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    days = 90
-    params["simulate"].update(days=days, tx_per_day=rows // days, cards=max(1000, rows // 250))
-    params["ingest"].update(start=params["simulate"]["start"], end=None)
-    start = params["simulate"]["start"]
-    import datetime as dt
+def sized_repo(dest: Path, rows: int) -> Path:
+    """The tests' throwaway repo copy, simulating `rows` transactions over 90 days, all ingested."""
+    from tests.conftest import make_repo
 
-    params["ingest"]["end"] = str(dt.date.fromisoformat(str(start)) + dt.timedelta(days=days))
-    (dest / "params.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(params, default=str)), sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        subprocess.run(cmd, cwd=dest, env=ENV, check=True, capture_output=True)
-    return dest
+    days = 90
+    start = dt.date.fromisoformat(str(yaml.safe_load((ROOT / "params.yaml").read_text())["simulate"]["start"]))
+    return make_repo(dest, {
+        "simulate": {"days": days, "tx_per_day": rows // days, "cards": max(1000, rows // 250)},
+        "ingest": {"start": str(start), "end": str(start + dt.timedelta(days=days))},
+    })
 
 
 def fit_alone(repo: Path) -> float:
@@ -79,7 +73,7 @@ def fit_alone(repo: Path) -> float:
 
 
 def bench(rows: int, workdir: Path) -> dict:
-    repo = make_repo(workdir / f"repo-{rows}", rows)
+    repo = sized_repo(workdir / f"repo-{rows}", rows)
     result: dict = {"rows": rows}
     result["simulate"] = timed([sys.executable, "-m", "pipelines", "simulate"], repo)
     for stage in STAGES:

@@ -66,14 +66,11 @@ def pin(core: int) -> list[str]:
 
 
 def build_repo(dest: Path) -> Path:
-    from tests.conftest import deep_update, write_params
+    from tests.conftest import make_repo
 
-    for name in ("pipelines", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    write_params(dest / "params.yaml", deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), PARAMS))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], [sys.executable, "-m", "pipelines", "simulate"],
-                ["dvc", "repro"], [sys.executable, "-m", "pipelines", "promote", "latest"]):
+    make_repo(dest, PARAMS)
+    for cmd in ([sys.executable, "-m", "pipelines", "simulate"], ["dvc", "repro"],
+                [sys.executable, "-m", "pipelines", "promote", "latest"]):
         subprocess.run(cmd, cwd=dest, env=ENV, check=True, capture_output=True)
     return dest
 

@@ -15,5 +15,6 @@ def repo_root() -> Path:
 
 def settings() -> Settings:
     root = repo_root()
-    os.environ.setdefault("BENTOML_HOME", str(root / load_settings(root / "params.yaml").paths.bentoml_home))
-    return load_settings(root / "params.yaml")
+    s = load_settings(root / "params.yaml")
+    os.environ.setdefault("BENTOML_HOME", str(root / s.paths.bentoml_home))
+    return s

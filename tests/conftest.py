@@ -7,8 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -45,6 +48,17 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
+
+
+def by_id(df: pd.DataFrame, column: str = "transaction_id") -> pd.DataFrame:
+    return df.sort_values(column, ignore_index=True)
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def write_params(path: Path, params: dict) -> None:

@@ -25,6 +25,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Signal a server started with start_new_session=True and wait; kill the whole group if it
+    hangs (and any stray child it left)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
 @dataclass
 class MotoServer:
     """A real S3 endpoint (`python -m moto.server`) that can be stopped and restarted on its port.
@@ -46,7 +58,7 @@ class MotoServer:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -63,15 +75,9 @@ class MotoServer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            stop_group(self.proc, timeout=10)
+            self.proc = None
 
 
 @pytest.fixture(scope="session")
@@ -130,14 +136,7 @@ class Service:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Signal the server (graceful by default) and wait; the whole group is killed if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
-        self.proc.wait()
-        return self.proc.returncode
+        return stop_group(self.proc, sig, timeout)
 
 
 def start_service(repo: Path, target: str = "pipelines.serving.service:FraudService",
@@ -203,13 +202,7 @@ class PrefectServer:
                 "PREFECT_LOGGING_LEVEL": "INFO"}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        stop_group(self.proc)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipelines.io.prediction_log import PART_GLOB, PredictionLog, read_log
+from tests.conftest import by_id, eventually
 
 if TYPE_CHECKING:
     from tests.integration.conftest import MotoServer
@@ -34,15 +34,6 @@ def records(n: int, first: int) -> pd.DataFrame:
     })
 
 
-def by_id(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values("transaction_id", ignore_index=True)
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def create_bucket(server: MotoServer) -> None:

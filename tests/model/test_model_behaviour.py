@@ -37,6 +37,15 @@ def labelled(days: int, scenario: str, shift_day: int | None) -> pd.DataFrame:
     return join_labels(tx, labels, s)
 
 
+def small_world(seed: int) -> tuple[Settings, FeatureSpec, pd.DataFrame, np.ndarray]:
+    """Ten days of 200 cards: enough to fit both families in well under a second."""
+    small = parse_settings({"simulate": {"seed": seed, "cards": 200, "days": 10, "tx_per_day": 800}})
+    tx, labels = simulate.generate(small.simulate)
+    raw = join_labels(tx, labels, small)
+    spec = FeatureSpec.from_settings(small)
+    return small, spec, build_features(raw, spec), raw["is_fraud"].to_numpy(dtype=int)
+
+
 def day(n: int) -> pd.Timestamp:
     return pd.Timestamp(START + dt.timedelta(days=n))
 
@@ -72,11 +81,7 @@ def test_concept_shift_hurts_the_old_model_and_retraining_recovers() -> None:
 
 def test_same_data_and_params_give_the_same_model_bytes() -> None:
     s = settings_for(20, n_estimators=30)
-    small = parse_settings({"simulate": {"seed": 3, "cards": 200, "days": 10, "tx_per_day": 800}})
-    tx, labels = simulate.generate(small.simulate)
-    raw = join_labels(tx, labels, small)
-    spec = FeatureSpec.from_settings(small)
-    feats, y = build_features(raw, spec), raw["is_fraud"].to_numpy(dtype=int)
+    small, spec, feats, y = small_world(seed=3)
     for family, params in (("lightgbm", s.train.lightgbm), ("logistic", s.train.logistic)):
         a = dumps(fit(family, feats, y, spec, params, 42))
         b = dumps(fit(family, feats, y, spec, params, 42))
@@ -87,11 +92,7 @@ def test_same_data_and_params_give_the_same_model_bytes() -> None:
 
 
 def test_unseen_categories_are_flagged_and_still_scored() -> None:
-    small = parse_settings({"simulate": {"seed": 4, "cards": 200, "days": 10, "tx_per_day": 800}})
-    tx, labels = simulate.generate(small.simulate)
-    raw = join_labels(tx, labels, small)
-    spec = FeatureSpec.from_settings(small)
-    feats, y = build_features(raw, spec), raw["is_fraud"].to_numpy(dtype=int)
+    small, spec, feats, y = small_world(seed=4)
     for family in ("lightgbm", "logistic"):
         model = fit(family, feats, y, spec, getattr(small.train, family), 1)
         probe = feats.head(5).copy()
@@ -103,11 +104,7 @@ def test_unseen_categories_are_flagged_and_still_scored() -> None:
 
 
 def test_lightgbm_fast_path_equals_the_estimators_own_prediction() -> None:
-    small = parse_settings({"simulate": {"seed": 5, "cards": 200, "days": 10, "tx_per_day": 800}})
-    tx, labels = simulate.generate(small.simulate)
-    raw = join_labels(tx, labels, small)
-    spec = FeatureSpec.from_settings(small)
-    feats, y = build_features(raw, spec), raw["is_fraud"].to_numpy(dtype=int)
+    small, spec, feats, y = small_world(seed=5)
     model = fit("lightgbm", feats, y, spec, small.train.lightgbm, 1)
     probe = feats.sample(300, random_state=0).copy()
     probe.loc[probe.index[:5], "merchant_category"] = "crypto"  # unseen

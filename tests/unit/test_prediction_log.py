@@ -7,7 +7,6 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pipelines.io.prediction_log import PART_GLOB, PredictionLog, read_log
+from tests.conftest import by_id, eventually
 
 T0 = pd.Timestamp("2026-03-01 22:00")
 
@@ -31,15 +31,6 @@ def records(n: int, first: int = 0, start: pd.Timestamp = T0, minutes: int = 1) 
     })
 
 
-def by_id(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values("transaction_id", ignore_index=True)
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def parts(root: Path) -> list[Path]:
