@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from pipelines.config import PARAMS_ENV, ConfigError, Settings, json_schema, load_settings
+from pipelines.io.storage import StorageError
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> int:
@@ -53,6 +54,15 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.io import model_remote
+
+    url = args.remote or os.environ.get("MODEL_REMOTE") or settings.paths.model_remote
+    synced = model_remote.push(url) if args.direction == "push" else model_remote.pull(url)
+    print(synced.summary(args.direction, url))
+    return 0
+
+
 def _materialize(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.stages import materialize
 
@@ -85,6 +95,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "package": ("save the model with lineage and build the bento", _stage("package")),
     "promote": ("make a model version the champion (atomic)", _promote),
     "models": ("list model versions; * marks the champion", _models),
+    "registry": ("push/pull model versions, bentos and the champion to/from paths.model_remote", _registry),
     "materialize": ("seed the online feature store from the raw snapshot", _materialize),
     "serve": ("start the BentoML service on params' host:port", _serve),
 }
@@ -101,6 +112,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "promote":
             sp.add_argument("tag", help="model tag, or 'latest'")
             sp.add_argument("--reason", default="manual promotion", help="recorded in the registry history")
+        if name == "registry":
+            sp.add_argument("direction", choices=["push", "pull"])
+            sp.add_argument("--remote", help="URL (default: $MODEL_REMOTE, else paths.model_remote)")
         if name == "materialize":
             sp.add_argument("--force", action="store_true", help="replace a store that already has events")
         if name == "serve":
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, LookupError, ValueError, RuntimeError, TypeError) as err:
+    except (FileNotFoundError, StorageError, LookupError, ValueError, RuntimeError, TypeError) as err:
         print(f"{args.command}: error: {err}", file=sys.stderr)
         return 1
 

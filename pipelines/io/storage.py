@@ -6,17 +6,33 @@ rename it into place, so a reader never sees a half-written file; on S3 a PUT is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fsspec
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
+
+
+class StorageError(OSError):
+    """A location could not be read or written (unreachable, refused, ...); the message names it."""
+
+
+@contextlib.contextmanager
+def _naming(url: str) -> Iterator[None]:
+    # Backends word their errors in their own terms (an endpoint, a socket); say which URL failed.
+    try:
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except Exception as err:
+        raise StorageError(f"cannot access {url}: {type(err).__name__}: {err}") from err
 
 
 def storage_options(url: str) -> dict[str, Any]:
@@ -43,11 +59,17 @@ def join(base: str, *parts: str) -> str:
 
 
 def exists(url: str) -> bool:
-    fs, path = filesystem(url)
-    return bool(fs.exists(path))
+    with _naming(url):
+        fs, path = filesystem(url)
+        return bool(fs.exists(path))
 
 
 def write_bytes(url: str, data: bytes) -> None:
+    with _naming(url):
+        _write_bytes(url, data)
+
+
+def _write_bytes(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -62,9 +84,10 @@ def write_bytes(url: str, data: bytes) -> None:
 
 
 def read_bytes(url: str) -> bytes:
-    fs, path = filesystem(url)
     try:
-        return bytes(fs.cat_file(path))
+        with _naming(url):
+            fs, path = filesystem(url)
+            return bytes(fs.cat_file(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {url}") from None
 
@@ -99,9 +122,7 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
 def read_table(url: str) -> pd.DataFrame:
     """A user's own table: Parquet or CSV, chosen by extension."""
     if url.endswith(".csv"):
-        fs, path = filesystem(url)
-        with fs.open(path, "rb") as f:
-            return pd.read_csv(f)
+        return pd.read_csv(io.BytesIO(read_bytes(url)))
     return read_parquet(url)
 
 
@@ -118,6 +139,11 @@ def write_partition(df: pd.DataFrame, base: str, day: dt.date) -> str:
 
 def list_partitions(base: str) -> dict[dt.date, str]:
     """Day → URL of the partitions present under `base` (`date=YYYY-MM-DD/part-0.parquet`)."""
+    with _naming(base):
+        return _list_partitions(base)
+
+
+def _list_partitions(base: str) -> dict[dt.date, str]:
     fs, path = filesystem(base)
     if not fs.exists(path):
         return {}
