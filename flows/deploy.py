@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.common import repo_root, settings
 from pipelines import release
+from pipelines.io import registry
 
 
 @task
@@ -31,6 +32,10 @@ def deploy(challenger: str | None = None, rollout_to_service: bool = True) -> di
     s = settings()
     if challenger is None:
         challenger = json.loads((repo_root() / s.paths.package).read_text())["model_tag"]
+    if challenger == registry.champion_tag():
+        # A rerun with nothing new to train (e.g. CI after a docs-only change): nothing to decide.
+        get_run_logger().info("gate: %s is already the champion; nothing to decide", challenger)
+        return {"challenger": challenger, "decision": None}
     decision = gate(challenger)
     get_run_logger().info("gate: %s: %s", "PROMOTE" if decision["promote"] else "keep the champion",
                           decision["reason"])

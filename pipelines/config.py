@@ -71,6 +71,9 @@ class Paths(_Frozen):
     plots: str = "plots"
     package: str = Field("reports/package.json", description="What the package stage produced (tags).")
     bentoml_home: str = Field(".bentoml", description="Model and bento store, unless BENTOML_HOME is set.")
+    model_remote: str = Field(".model-storage", description=(
+        "Where `registry push/pull` keep model versions, bentos and the champion pointer between "
+        "machines (a CI runner starts empty); s3://bucket/prefix in production."))
 
 
 Scenario = Literal[

@@ -1,0 +1,161 @@
+"""The model store's remote: model versions, bentos and the champion pointer under one URL.
+
+A CI runner starts with an empty BentoML store; without the champion of the previous run, the
+gate would promote every challenger as a "first model". `pull` before a run and `push` after it
+carry the registry between machines, like `dvc pull`/`dvc push` carry the data.
+
+Layout under the URL (a local directory or `s3://bucket/prefix`):
+
+    models/<name>/<version>.bentomodel    bentoml.models.export_model archives
+    bentos/<name>/<version>.bento         bentoml.export_bento archives
+    registry/champion.json                the champion pointer (registry.py's record)
+    registry/history.jsonl                every promotion and refusal
+
+Versions are immutable, so an archive already present is never written again. Archives go
+first and the pointer last: a remote's champion always names an archive that is there. Every
+object is written whole (temp + rename locally, one PUT on S3). Both directions merge rather
+than overwrite: the newer champion record wins (by its `since`) and histories are unioned, so
+a push from a stale clone loses nothing already recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.io import registry, storage
+
+MODEL_SUFFIX = ".bentomodel"
+BENTO_SUFFIX = ".bento"
+
+
+@dataclass(frozen=True)
+class Synced:
+    models: list[str]
+    bentos: list[str]
+    champion: str | None
+
+    def summary(self, verb: str, url: str) -> str:
+        moved = f"{len(self.models)} model version(s), {len(self.bentos)} bento(s)"
+        return f"registry {verb}: {moved}; champion {self.champion or 'none'} ({url})"
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+def newer_champion(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The later of two champion records (ISO `since` timestamps compare as text)."""
+    if a is None or b is None:
+        return a or b
+    return b if b["since"] > a["since"] else a
+
+
+def merged_history(a: list[str], b: list[str]) -> list[str]:
+    """Both histories' lines once each, in time order."""
+    unique = {line: json.loads(line).get("at", "") for line in [*a, *b] if line.strip()}
+    return sorted(unique, key=lambda line: unique[line])
+
+
+def archive_key(tag: str, suffix: str) -> str:
+    name, version = tag.split(":", 1)
+    return f"{name}/{version}{suffix}"
+
+
+def tag_of(key: str, suffix: str) -> str:
+    name, file = key.rsplit("/", 2)[-2:]
+    return f"{name}:{file[: -len(suffix)]}"
+
+
+# --- I/O -------------------------------------------------------------------------------------
+
+def push(url: str) -> Synced:
+    import bentoml
+
+    models = _copy_missing(url, "models", MODEL_SUFFIX, [str(m.tag) for m in bentoml.models.list()],
+                           lambda tag, path: bentoml.models.export_model(tag, path))
+    bentos = _copy_missing(url, "bentos", BENTO_SUFFIX, [str(b.tag) for b in bentoml.list()],
+                           lambda tag, path: bentoml.export_bento(tag, path))
+    remote_champion = _read_json(storage.join(url, "registry/champion.json"))
+    champion = newer_champion(remote_champion, registry.champion())
+    history = merged_history(_read_lines(storage.join(url, "registry/history.jsonl")),
+                             _local_lines(registry.registry_dir() / "history.jsonl"))
+    if history:
+        storage.write_text(storage.join(url, "registry/history.jsonl"), "\n".join(history) + "\n")
+    if champion is not None and champion != remote_champion:
+        storage.write_json(storage.join(url, "registry/champion.json"), champion)
+    return Synced(models, bentos, champion["tag"] if champion else None)
+
+
+def pull(url: str) -> Synced:
+    import bentoml
+
+    local_models = {str(m.tag) for m in bentoml.models.list()}
+    local_bentos = {str(b.tag) for b in bentoml.list()}
+    models = [t for t in _remote_tags(url, "models", MODEL_SUFFIX) if t not in local_models]
+    bentos = [t for t in _remote_tags(url, "bentos", BENTO_SUFFIX) if t not in local_bentos]
+    for tag in models:
+        _import(url, "models", tag, MODEL_SUFFIX, bentoml.models.import_model)
+    for tag in bentos:
+        _import(url, "bentos", tag, BENTO_SUFFIX, bentoml.import_bento)
+    local_champion = registry.champion()
+    champion = newer_champion(local_champion, _read_json(storage.join(url, "registry/champion.json")))
+    history_file = registry.registry_dir() / "history.jsonl"
+    history = merged_history(_local_lines(history_file), _read_lines(storage.join(url, "registry/history.jsonl")))
+    if history:
+        storage.write_text(str(history_file), "\n".join(history) + "\n")
+    if champion is not None and champion != local_champion:
+        registry.load(champion["tag"])  # the pointer must name a model this store can serve
+        storage.write_json(str(registry.champion_file()), champion)
+    return Synced(models, bentos, champion["tag"] if champion else None)
+
+
+def _remote_tags(url: str, kind: str, suffix: str) -> list[str]:
+    base = storage.join(url, kind)
+    fs, path = storage.filesystem(base)
+    try:
+        keys = fs.find(path)
+    except FileNotFoundError:
+        return []
+    return sorted(tag_of(k, suffix) for k in keys if k.endswith(suffix))
+
+
+def _copy_missing(url: str, kind: str, suffix: str, tags: list[str], export: Any) -> list[str]:
+    present = set(_remote_tags(url, kind, suffix))
+    copied = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for tag in tags:
+            if tag in present:
+                continue
+            file = str(Path(tmp) / f"archive{suffix}")
+            export(tag, file)
+            storage.write_bytes(storage.join(url, kind, archive_key(tag, suffix)), Path(file).read_bytes())
+            copied.append(tag)
+    return copied
+
+
+def _import(url: str, kind: str, tag: str, suffix: str, load: Any) -> None:
+    data = storage.read_bytes(storage.join(url, kind, archive_key(tag, suffix)))
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / f"archive{suffix}"
+        file.write_bytes(data)
+        load(str(file))
+
+
+def _read_json(url: str) -> dict[str, Any] | None:
+    try:
+        return storage.read_json(url)  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+
+
+def _read_lines(url: str) -> list[str]:
+    try:
+        return storage.read_bytes(url).decode().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _local_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
