@@ -24,10 +24,8 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.synced  ## Python deps from the lock file
 
-data/source: | install
-	python -m pipelines simulate
-
-train: install data/source  ## simulate the source (once) and train with DVC
+train: install  ## train with DVC (a missing local source is simulated first)
+	python -m pipelines simulate --if-missing
 	dvc repro
 
 demo: install  ## the main job: simulate, train, deploy, drift, retrain on its own, serve the new champion
@@ -40,11 +38,13 @@ orchestrate: install  ## the Prefect server (UI on 127.0.0.1:4200) and every dep
 gate: install  ## champion/challenger gate on the packaged model (no running service needed)
 	python -m flows.deploy --no-rollout
 
-pull: install  ## DVC-tracked data and outputs from the remote (DVC_REMOTE picks one)
+pull: install  ## data and outputs (DVC) and the model store from the remotes (DVC_REMOTE, MODEL_REMOTE pick them)
 	dvc pull --allow-missing $(if $(DVC_REMOTE),-r $(DVC_REMOTE))
+	python -m pipelines registry pull $(if $(MODEL_REMOTE),--remote $(MODEL_REMOTE))
 
-push: install
+push: install  ## the reverse of pull
 	dvc push $(if $(DVC_REMOTE),-r $(DVC_REMOTE))
+	python -m pipelines registry push $(if $(MODEL_REMOTE),--remote $(MODEL_REMOTE))
 
 rollout:  ## point the deployment at a new image (needs kubectl and a cluster: CI only)
 	@test -n "$(IMAGE)" && test -n "$(TARGET)" || { echo "usage: make rollout IMAGE=... TARGET=<kube context>"; exit 2; }

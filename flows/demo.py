@@ -154,6 +154,9 @@ def loop() -> None:
 
     say("dvc repro: train on the history window")
     sh("dvc", "repro")
+    # The package stage seeds the online store, but DVC may restore its output from the run
+    # cache without running it (a window seen before); seeding is idempotent, so make sure.
+    sh(sys.executable, "-m", "pipelines", "materialize")
 
     with background("prefect-server", ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
                     prefect_env):

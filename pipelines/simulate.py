@@ -527,6 +527,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", choices=get_args(Scenario))
     p.add_argument("--scenario-start", type=dt.date.fromisoformat, help="YYYY-MM-DD")
     p.add_argument("--out", help="source URL (default: paths.source)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="only if the source has no transactions yet (a local source is simulated, "
+                        "a remote one is an error: simulated data never lands in a real bucket)")
     return p
 
 
@@ -534,7 +537,14 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     parser = _parser()
     args = parser.parse_args(argv)
     settings = settings or load_settings()
-    update = {k: v for k, v in vars(args).items() if k != "out" and v is not None}
+    update = {k: v for k, v in vars(args).items() if k not in ("out", "if_missing") and v is not None}
+    target = args.out or settings.paths.source
+    if args.if_missing and storage.list_partitions(storage.join(target, "transactions")):
+        print(f"simulate: {target} already has transactions; leaving it as it is", file=sys.stderr)
+        return 0
+    if args.if_missing and "://" in target:
+        raise FileNotFoundError(f"no transactions under {target}: point paths.source at your data "
+                                f"(or simulate into it explicitly: python -m pipelines simulate)")
     try:
         cfg = Simulate.model_validate(settings.simulate.model_copy(update=update).model_dump())
         run(settings.model_copy(update={"simulate": cfg}), args.out)
