@@ -20,20 +20,24 @@ from pipelines.stages.validate import DATA_REJECTED
 
 
 class StageFailed(RuntimeError):
-    def __init__(self, stage: str, code: int, output: str) -> None:
+    def __init__(self, stage: str, code: int, output: str, remote_inputs: list[str]) -> None:
         tail = "\n".join(output.strip().splitlines()[-15:])
-        super().__init__(f"stage '{stage}' failed (exit {code}):\n{tail}")
+        # DVC names an unreachable input by its endpoint; say which of the stage's URLs it was.
+        reads = f"; it reads {', '.join(remote_inputs)}" if remote_inputs else ""
+        super().__init__(f"stage '{stage}' failed (exit {code}{reads}):\n{tail}")
         self.stage, self.code = stage, code
 
 
-def stage_order() -> list[str]:
+def stage_order() -> list[tuple[str, list[str]]]:
+    """Each stage, dependencies first, with the URLs among its inputs (e.g. an S3 source)."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(repo_root())) as repo:
         # Edges point from a stage to what it depends on: reversed topological order runs
         # every dependency first.
-        return [s.addressing for s in reversed(list(nx.topological_sort(repo.index.graph)))]
+        stages = reversed(list(nx.topological_sort(repo.index.graph)))
+        return [(s.addressing, [d.def_path for d in s.deps if "://" in d.def_path]) for s in stages]
 
 
 def _retry_unless_rejected(task, task_run, state) -> bool:  # noqa: ANN001
@@ -48,7 +52,7 @@ def _retry_unless_rejected(task, task_run, state) -> bool:  # noqa: ANN001
 
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_unless_rejected,
       task_run_name="dvc repro -s {stage}")
-def run_stage(stage: str) -> str:
+def run_stage(stage: str, remote_inputs: list[str]) -> str:
     logger = get_run_logger()
     proc = subprocess.run(["dvc", "repro", "-s", stage], cwd=repo_root(), capture_output=True, text=True)
     output = proc.stdout + proc.stderr
@@ -57,13 +61,13 @@ def run_stage(stage: str) -> str:
     if proc.returncode:
         # DVC exits 255 whatever the command did; the command's own code is in its message.
         cmd_code = re.search(r"failed to run: .*, exited with (\d+)", output)
-        raise StageFailed(stage, int(cmd_code.group(1)) if cmd_code else proc.returncode, output)
+        raise StageFailed(stage, int(cmd_code.group(1)) if cmd_code else proc.returncode, output, remote_inputs)
     return "skipped" if "didn't change, skipping" in output else "ran"
 
 
 @flow(name="training", log_prints=True)
 def training() -> dict:
-    outcome = {stage: run_stage(stage) for stage in stage_order()}
+    outcome = {stage: run_stage(stage, inputs) for stage, inputs in stage_order()}
     s = settings()
     evaluation = json.loads((repo_root() / s.paths.metrics / "evaluate.json").read_text())
     publish_metrics(evaluation)
