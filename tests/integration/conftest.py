@@ -79,6 +79,11 @@ class MotoServer:
             stop_group(self.proc, timeout=10)
             self.proc = None
 
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.url).create_bucket(Bucket=name)
+
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], MotoServer]]:
@@ -94,6 +99,21 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def s3(moto_server: Callable[[], MotoServer], monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """A fresh S3 server, and the standard AWS variables pointing every client (ours, DVC's,
+    the servers' we start) at it."""
+    server = moto_server()
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+    yield server
+    server.stop()
 
 
 @dataclass

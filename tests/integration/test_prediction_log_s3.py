@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,26 +33,12 @@ def records(n: int, first: int) -> pd.DataFrame:
     })
 
 
-
-
-def create_bucket(server: MotoServer) -> None:
-    boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket=BUCKET)
-
-
 @pytest.fixture
-def s3(moto_server: Callable[[], MotoServer], monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
-    server = moto_server()
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+def s3(s3: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     # botocore retries a refused connection for ~10 s by default; one attempt keeps the test short.
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    create_bucket(server)
-    yield server
-    server.stop()
+    s3.create_bucket(BUCKET)
+    return s3
 
 
 def test_the_log_spools_through_an_s3_outage_and_delivers_after(s3: MotoServer, tmp_path: Path) -> None:
@@ -77,7 +62,7 @@ def test_the_log_spools_through_an_s3_outage_and_delivers_after(s3: MotoServer, 
         assert len(spooled) >= 3
 
         s3.start()  # same port, but moto lost everything it held: `before` is gone with it
-        create_bucket(s3)
+        s3.create_bucket(BUCKET)
         after = records(30, first=120)
         plog.append(after)
     finally:
