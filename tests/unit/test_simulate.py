@@ -252,3 +252,20 @@ def test_corrupt_empty_writes_one_empty_day_with_the_schema(tmp_path: Path) -> N
     assert {c: str(t) for c, t in parts[SHIFT].dtypes.items()} == TX_DTYPES
     tx, labels = frames("corrupt_empty")
     assert set(labels["transaction_id"]) == set(tx["transaction_id"])
+
+
+def test_if_missing_simulates_a_missing_local_source_once_and_never_into_a_remote_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings(ROOT / "params.yaml")
+    small = ["--days", "2", "--tx-per-day", "50", "--cards", "20", "--if-missing"]
+    local = str(tmp_path / "source")
+    assert simulate.main([*small, "--out", local], settings) == 0
+    first = storage.list_partitions(storage.join(local, "transactions"))
+    assert len(first) == 2
+    assert simulate.main([*small, "--out", local, "--seed", "99"], settings) == 0  # left as it is
+    assert "already has transactions" in capsys.readouterr().err
+    assert storage.list_partitions(storage.join(local, "transactions")) == first
+    with pytest.raises(FileNotFoundError, match="memory://bucket/source"):
+        simulate.main([*small, "--out", "memory://bucket/source"], settings)
+    assert not storage.exists("memory://bucket/source")
+
