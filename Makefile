@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo orchestrate train gate pull push rollout serve test test-fast lint bench clean
+.PHONY: install demo orchestrate train gate bento pull push rollout serve test test-fast lint bench clean
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
@@ -37,6 +37,9 @@ orchestrate: install  ## the Prefect server (UI on 127.0.0.1:4200) and every dep
 
 gate: install  ## champion/challenger gate on the packaged model (no running service needed)
 	python -m flows.deploy --no-rollout
+
+bento: install  ## the bento a deploy ships, built after the gate: it carries the champion (reports/release.json)
+	python -m pipelines bento
 
 pull: install  ## data and outputs (DVC) and the model store from the remotes (DVC_REMOTE, MODEL_REMOTE pick them)
 	dvc pull --allow-missing $(if $(DVC_REMOTE),-r $(DVC_REMOTE))

@@ -63,6 +63,15 @@ def _registry(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bento(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import release
+
+    built = release.build_champion_bento(settings)
+    print(f"bento: {built['bento_tag']} carries the champion {built['model_tag']} "
+          f"→ {release.release_file(settings)}")
+    return 0
+
+
 def _materialize(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.stages import materialize
 
@@ -95,6 +104,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "package": ("save the model with lineage and build the bento", _stage("package")),
     "promote": ("make a model version the champion (atomic)", _promote),
     "models": ("list model versions; * marks the champion", _models),
+    "bento": ("build the bento a deploy ships: it carries the champion", _bento),
     "registry": ("push/pull model versions, bentos and the champion to/from paths.model_remote", _registry),
     "materialize": ("seed the online feature store from the raw snapshot", _materialize),
     "serve": ("start the BentoML service on params' host:port", _serve),

@@ -11,6 +11,7 @@ reports the new version in its metrics, then smoke-checks one scoring request.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -100,3 +101,27 @@ def smoke_record(settings: Settings) -> dict:
     for col in c.categorical:
         record[col] = categories[col][0] if categories.get(col) else "smoke"
     return record
+
+
+def build_champion_bento(settings: Settings) -> dict:
+    """The bento a deploy ships: built after the gate, so it carries the champion as decided
+    (the package stage's bento carries whatever was champion before the gate ran)."""
+    import bentoml
+
+    from pipelines.stages.package import build_bento
+
+    champion = registry.champion_tag()
+    if champion is None:
+        raise LookupError("no champion to ship: run the gate (make gate) or promote a model first")
+    tag = build_bento()
+    info = bentoml.get(tag).info
+    carried = [str(m.tag) for m in info.models] + [str(m.tag) for svc in info.services for m in svc.models]
+    if champion not in carried:
+        raise RuntimeError(f"bento {tag} carries {carried}, not the champion {champion}")
+    result = {"bento_tag": tag, "model_tag": champion}
+    storage.write_json(release_file(settings), result)
+    return result
+
+
+def release_file(settings: Settings) -> str:
+    return os.path.join(os.path.dirname(settings.paths.package), "release.json")

@@ -63,6 +63,12 @@ def champion(repo: Path) -> str:
     return json.loads((repo / ".bentoml/registry/champion.json").read_text())["tag"]
 
 
+def bento_models(repo: Path, tag: str) -> list[str]:
+    out = run(["bentoml", "get", tag, "-o", "json"], repo, env={"BENTOML_HOME": str(repo / ".bentoml")}).stdout
+    info = json.loads(out)
+    return [m["tag"] for m in info["models"]] + [m["tag"] for svc in info["services"] for m in svc["models"]]
+
+
 def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_champion(
         s3: MotoServer, tmp_path: Path) -> None:
     for bucket in ("lake", DVC_BUCKET):
@@ -104,12 +110,26 @@ def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_ch
     write_params(second / "params.yaml", params)
     assert ran(make(second, "train")) == ["train", "evaluate", "package"]
     make(second, "gate")
+    challenger = json.loads((second / "reports/package.json").read_text())
+    history = (second / ".bentoml/registry/history.jsonl").read_text().splitlines()
+    decision = json.loads(history[-1])
+    assert decision["tag"] == challenger["model_tag"] and decision["event"] in ("promoted", "refused")
+    assert decision["evidence"]["champion_tag"] == first_champion  # not gated as a "first model"
+    if decision["event"] == "refused":  # the bento a deploy ships must follow the champion either way
+        run(["python", "-m", "pipelines", "promote", challenger["model_tag"]], second,
+            env={"BENTOML_HOME": str(second / ".bentoml")})
+    assert champion(second) == challenger["model_tag"] != first_champion
+    make(second, "bento")
+    release = json.loads((second / "reports/release.json").read_text())
+    assert release["model_tag"] == champion(second)
+    # The package stage built its bento before the gate, around the old champion: a deploy
+    # must ship the bento built after it.
+    assert bento_models(second, release["bento_tag"]) == [champion(second)]
+    assert bento_models(second, challenger["bento_tag"]) == [first_champion]
     make(second, "push", "DVC_REMOTE=s3")
     remote = storage.read_bytes("s3://lake/model-store/registry/history.jsonl").decode().splitlines()
-    decision = json.loads(remote[-1])
-    assert decision["event"] in ("promoted", "refused")
-    assert decision["evidence"]["champion_tag"] == first_champion  # not gated as a "first model"
-    assert [json.loads(line)["event"] for line in remote[:1]] == ["promoted"]  # the first run's record kept
+    assert remote[: len(history)] == history  # every record of both runs, in order
+    assert json.loads(storage.read_bytes("s3://lake/model-store/registry/champion.json"))["tag"] == champion(second)
 
 
 def test_the_service_logs_to_s3_and_loses_nothing_through_an_outage(
