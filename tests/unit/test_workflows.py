@@ -32,7 +32,7 @@ def test_retrain_deploy_steps_are_make_targets_that_exist() -> None:
     makefile = (ROOT / "Makefile").read_text()
     runs = [s["run"] for job in wf["jobs"].values() for s in job["steps"] if "run" in s]
     targets = {line.split()[1] for run in runs for line in run.splitlines() if line.strip().startswith("make ")}
-    assert targets >= {"install", "pull", "train", "gate", "push", "rollout"}
+    assert targets >= {"install", "pull", "train", "gate", "bento", "push", "rollout"}
     for target in targets:
         assert f"\n{target}:" in makefile, target
     assert wf["concurrency"]["group"] and wf["concurrency"]["cancel-in-progress"] is False
