@@ -17,6 +17,16 @@ its strings in one TEXT, and `history` fetches a single aggregated row: building
 tuple per event costs ~1 µs per event, which would dominate a ~10k-event read. ts is stored as
 int64 milliseconds (the feature definition's resolution; finer digits are dropped), the amount
 as its float64 bits, strings as they are (they must not be null or contain the separator).
+
+Bounded reads: `events` keeps every event (the source of truth), and a `summary` row per entity
+folds its events older than the longest feature window before its latest one (count, latest
+time, running sums in time order, novelty values seen; see `core.features.Folded`). The serving
+read (`history_arrays` with `since`) fetches the summary plus the events from its cutoff on,
+so a card's read no longer grows with its age; an entity whose new events reach back past its
+cutoff (late events) gets its full history instead. `seed` and `compact` (re)build summaries;
+an appended event older than its entity's cutoff is added to the summary in the same
+transaction, so a summary always covers exactly the events before its cutoff. Between
+compactions the unfolded part grows with the appends.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -35,14 +45,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.features import FeatureSpec, to_ms
+from pipelines.core.features import Coded, FeatureSpec, Folded, Past, to_ms
 
 # Strings are concatenated with this separator; no real id, entity or category contains it.
 _SEP = "\x1f"
 # pandas 3 reads and builds timestamps at microsecond resolution: match the offline frames.
 _TS_DTYPE = "datetime64[us]"
 
-_SCHEMA = """
+# Per entity, its events before `cutoff`, summarised (`core.features.Folded`): n, the latest ts,
+# the running sums (float64 sum and sum of squares) and, per novelty column, the values seen.
+_SUMMARY_TABLE = """
+CREATE TABLE IF NOT EXISTS summary (
+    entity TEXT PRIMARY KEY,
+    cutoff INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    sums BLOB NOT NULL,
+    seen TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+_SCHEMA = _SUMMARY_TABLE + """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE events (
     entity TEXT NOT NULL,
@@ -60,6 +82,13 @@ _HISTORY = """
 SELECT group_concat(strs, ''), CAST(group_concat(nums, '') AS BLOB)
 FROM events WHERE entity IN (SELECT value FROM json_each(?))
 """
+# The same, from a per-entity time on: `[[entity, from_ms], ...]`, one range scan each.
+_HISTORY_FROM = """
+SELECT group_concat(e.strs, ''), CAST(group_concat(e.nums, '') AS BLOB)
+FROM json_each(?) AS j JOIN events AS e ON e.entity = j.value ->> 0 AND e.ts >= j.value ->> 1
+"""
+_SUMMARIES = "SELECT entity, cutoff, n, last, sums, seen FROM summary WHERE entity IN (SELECT value FROM json_each(?))"
+_MIN_MS = -(2**63)
 
 # A connection inherited across fork() must be neither used nor closed by the child (SQLite's
 # rule); keeping a reference stops the garbage collector from closing it.
@@ -73,8 +102,23 @@ class OnlineStore(Protocol):
         """All stored events of `entities`: `spec.history_columns`, offline dtypes, ts order."""
         ...
 
+    def history_arrays(self, entities: Sequence[str], since: Sequence[int] | None = None) -> tuple[Past, Folded | None]:
+        """`history` in `core.features.history_arrays`' layout, without a pandas frame. With
+        `since` (per entity, the earliest event time, in ms, that features will be computed
+        for): the events that are needed plus the summary of the rest, for
+        `core.features.online_features`."""
+        ...
+
     def append(self, events: pd.DataFrame) -> None:
         """Add events; an id already stored is skipped, so re-appending is harmless."""
+        ...
+
+    def append_columns(self, columns: Mapping[str, Sequence | np.ndarray]) -> None:
+        """`append` from plain columns (`spec.history_columns`, the timestamp as int64 ms)."""
+        ...
+
+    def compact(self) -> None:
+        """Fold old events into per-entity summaries (history_arrays then reads less)."""
         ...
 
     def seed(self, events: pd.DataFrame) -> None:
@@ -105,6 +149,10 @@ class SQLiteStore:
         self._columns = spec.history_columns
         self._id, self._ts, self._entity, self._amount = c.id, c.timestamp, c.entity, c.amount
         self._strings = [n for n in self._columns if n not in (c.timestamp, c.amount)]
+        self._novelty = list(c.novelty)
+        # Features look back at most this far: events older than that before an entity's
+        # latest one only count through its summary.
+        self._horizon = max(spec.windows_hours, default=0) * 3_600_000
         self._nums = np.dtype([("ts", "<i8")] + ([("amount", "<f8")] if c.amount else []))
         self._layout = json.dumps({"strings": self._strings, "nums": self._nums.names})
 
@@ -127,12 +175,56 @@ class SQLiteStore:
     # --- the interface -------------------------------------------------------------------------
 
     def history(self, entities: Sequence[str]) -> pd.DataFrame:
+        return self._decode(*self._fetch(entities))
+
+    def history_arrays(self, entities: Sequence[str], since: Sequence[int] | None = None) -> tuple[Past, Folded | None]:
+        if since is None:
+            return self._arrays(*self._fetch(entities)), None
         con, _ = self._connection()
-        strs, nums = con.execute(_HISTORY, (json.dumps([str(e) for e in entities]),)).fetchone()
-        return self._decode(strs or "", nums or b"")
+        # Two snapshots, summaries first, agree: events are only ever added, and a summary
+        # covers exactly its entity's events before its cutoff, so the events from that cutoff
+        # on in any later snapshot complete it (late events are as if they came later).
+        summaries = {r[0]: r for r in con.execute(_SUMMARIES, (json.dumps(list(entities)),))}
+        # A summary serves an entity only if every window of its new events starts after the
+        # cutoff; otherwise (late events) its full history is read.
+        usable = [summaries[e] for e, t in zip(entities, since, strict=True)
+                  if e in summaries and t - self._horizon >= summaries[e][1]]
+        cut = {r[0]: r[1] for r in usable}
+        bounds = json.dumps([[e, cut.get(e, _MIN_MS)] for e in entities])
+        strs, nums = con.execute(_HISTORY_FROM, (bounds,)).fetchone()
+        return self._arrays(strs or "", nums or b""), self._folded(usable)
+
+    def _folded(self, rows: list[tuple]) -> Folded | None:
+        if not rows:
+            return None
+        sums = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float64).reshape(-1, 2)
+        seen = [json.loads(r[5]) for r in rows]
+        return Folded(
+            entities=[r[0] for r in rows], n=np.array([r[2] for r in rows], dtype=np.float64),
+            sum=sums[:, 0].copy(), sq=sums[:, 1].copy(), last=np.array([r[3] for r in rows], dtype=np.int64),
+            seen={c: [frozenset(s[j]) for s in seen] for j, c in enumerate(self._novelty)},
+        )
+
+    def _arrays(self, strs: str, nums: bytes) -> Past:
+        rec, order, split = self._unpack(strs, nums)
+        k = len(self._strings)
+        out: dict[str, np.ndarray | Coded] = {"ts": rec["ts"][order]}
+        # Strings stay in Arrow and come out as codes: no Python object per stored value.
+        for name, key in [(self._entity, "entity"), *((c, f"novelty:{c}") for c in self._novelty)]:
+            coded = pc.dictionary_encode(split.take(pa.array(order * k + self._strings.index(name))))
+            out[key] = Coded(coded.indices.to_numpy(zero_copy_only=False).astype(np.float64),
+                             coded.dictionary.to_pylist())
+        if self._amount:
+            out["amount"] = rec["amount"][order]
+        return out
 
     def append(self, events: pd.DataFrame) -> None:
-        rows = self._encode(events)
+        self._insert(self._encode(events))
+
+    def append_columns(self, columns: Mapping[str, Sequence | np.ndarray]) -> None:
+        self._insert(self._encode_columns(columns))
+
+    def _insert(self, rows: list[tuple[str, int, str, bytes, str]]) -> None:
         if not rows:
             return
         while True:
@@ -144,13 +236,80 @@ class SQLiteStore:
                 if os.readlink(self.path) != generation:
                     con.execute("ROLLBACK")
                     continue
-                con.executemany(_INSERT, rows)
+                self._insert_rows(con, rows)
                 con.execute("COMMIT")
                 return
             except BaseException:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+
+    def _insert_rows(self, con: sqlite3.Connection, rows: list[tuple[str, int, str, bytes, str]]) -> None:
+        """Insert (in a write transaction); an event older than its entity's cutoff is added to
+        the summary too, so the summary keeps covering exactly the events before the cutoff."""
+        cutoffs = dict(con.execute("SELECT entity, cutoff FROM summary WHERE entity IN (SELECT value FROM json_each(?))",
+                                   (json.dumps(list({r[0]: None for r in rows})),)).fetchall())
+        if not cutoffs:
+            con.executemany(_INSERT, rows)
+            return
+        late = [r for r in rows if r[1] < cutoffs.get(r[0], _MIN_MS)]
+        con.executemany(_INSERT, [r for r in rows if r[1] >= cutoffs.get(r[0], _MIN_MS)])
+        for row in late:
+            if con.execute(_INSERT, row).rowcount == 1:  # a stored id is not counted twice
+                self._fold_late(con, row)
+
+    def _fold_late(self, con: sqlite3.Connection, row: tuple[str, int, str, bytes, str]) -> None:
+        entity, ts, _, blob, strs = row
+        n, last, sums, seen = con.execute("SELECT n, last, sums, seen FROM summary WHERE entity = ?", (entity,)).fetchone()
+        s, q = np.frombuffer(sums, dtype=np.float64)
+        amount = float(np.frombuffer(blob, dtype=self._nums)["amount"][0]) if self._amount else 0.0
+        values = strs.split(_SEP)
+        seen_sets = json.loads(seen)
+        for j, col in enumerate(self._novelty):
+            value = values[self._strings.index(col)]
+            if value not in seen_sets[j]:
+                seen_sets[j].append(value)
+        con.execute("UPDATE summary SET n = ?, last = ?, sums = ?, seen = ? WHERE entity = ?",
+                    (n + 1, max(last, ts), np.array([s + amount, q + amount * amount]).tobytes(),
+                     json.dumps(seen_sets), entity))
+
+    def compact(self) -> None:
+        """Recompute every entity's summary: its events older than the longest feature window
+        before its latest event. Reads everything under the write lock: run it off-peak (seed
+        runs it on the new content)."""
+        con, _ = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            rows = con.execute("SELECT entity, ts, id, nums, strs FROM events ORDER BY entity, ts, id").fetchall()
+            con.execute("DELETE FROM summary")
+            con.executemany("INSERT INTO summary VALUES (?, ?, ?, ?, ?, ?)", self._summaries(rows))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def _summaries(self, rows: list[tuple[str, int, str, bytes, str]]) -> list[tuple]:
+        """Summary rows of events sorted by (entity, ts, id): per entity, the events before
+        `latest - horizon`, with running sums added in time order as offline."""
+        if not rows:
+            return []
+        rec = np.frombuffer(b"".join(r[3] for r in rows), dtype=self._nums)
+        entity = [r[0] for r in rows]
+        starts = [0, *[i for i in range(1, len(rows)) if entity[i] != entity[i - 1]], len(rows)]
+        novelty = [self._strings.index(c) for c in self._novelty]
+        out = []
+        for lo, hi in zip(starts[:-1], starts[1:], strict=False):
+            ts = rec["ts"][lo:hi]
+            k = int(np.searchsorted(ts, ts[-1] - self._horizon, side="left"))
+            if k == 0:
+                continue
+            amount = rec["amount"][lo:lo + k] if self._amount else np.zeros(k)
+            sums = np.array([np.cumsum(amount)[-1], np.cumsum(amount * amount)[-1]])
+            split = [rows[i][4].split(_SEP) for i in range(lo, lo + k)]
+            seen = [sorted({v[j] for v in split}) for j in novelty]
+            out.append((entity[lo], int(ts[-1] - self._horizon), k, int(ts[k - 1]), sums.tobytes(), json.dumps(seen)))
+        return out
 
     def seed(self, events: pd.DataFrame) -> None:
         rows = sorted(self._encode(events))  # clustered-key order: the bulk build is sequential
@@ -189,27 +348,43 @@ class SQLiteStore:
         missing = [c for c in self._columns if c not in events.columns]
         if missing:
             raise ValueError(f"events lack history columns {missing}")
-        ms = to_ms(events[self._ts])
-        if (ms == np.iinfo(np.int64).min).any():
-            raise ValueError(f"events column {self._ts!r} has nulls")
-        nums = np.empty(len(events), dtype=self._nums)
-        nums["ts"] = ms
+        columns: dict[str, Sequence | np.ndarray] = {c: _strings(events[c]) for c in self._strings}
+        columns[self._ts] = to_ms(events[self._ts])
         if self._amount:
             amount = pd.to_numeric(events[self._amount], errors="raise")
-            nums["amount"] = amount.to_numpy(np.float64, na_value=np.nan)
-        packed, width = nums.tobytes(), nums.itemsize
-        blobs = [packed[i * width:(i + 1) * width] for i in range(len(events))]
+            columns[self._amount] = amount.to_numpy(np.float64, na_value=np.nan)
+        return self._encode_columns(columns)
 
+    def _encode_columns(self, columns: Mapping[str, Sequence | np.ndarray]) -> list[tuple[str, int, str, bytes, str]]:
+        ms = np.asarray(columns[self._ts], dtype=np.int64)
+        if (ms == np.iinfo(np.int64).min).any():
+            raise ValueError(f"events column {self._ts!r} has nulls")
+        nums = np.empty(len(ms), dtype=self._nums)
+        nums["ts"] = ms
+        if self._amount:
+            nums["amount"] = columns[self._amount]
+        packed, width = nums.tobytes(), nums.itemsize
+        blobs = [packed[i * width:(i + 1) * width] for i in range(len(ms))]
         # Plain Python over a batch's few values is cheaper than pandas' per-call overhead.
-        strings = {c: _strings(events[c]) for c in self._strings}
+        strings = {c: _checked(c, columns[c]) for c in self._strings}
         strs = [_SEP.join(v) + _SEP for v in zip(*strings.values(), strict=True)]
         return list(zip(strings[self._entity], ms.tolist(), strings[self._id], blobs, strs, strict=True))
 
-    def _decode(self, strs: str, nums: bytes) -> pd.DataFrame:
+    def _fetch(self, entities: Sequence[str]) -> tuple[str, bytes]:
+        con, _ = self._connection()
+        strs, nums = con.execute(_HISTORY, (json.dumps([str(e) for e in entities]),)).fetchone()
+        return strs or "", nums or b""
+
+    def _unpack(self, strs: str, nums: bytes) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """The packed numbers, their time order, and every string value (split in Arrow: no
+        Python object per value; every value ends with the separator)."""
         rec = np.frombuffer(nums, dtype=self._nums)
         order = np.argsort(rec["ts"], kind="stable")
-        # Split in Arrow: no Python object per value. Every value ends with the separator.
-        flat = pc.list_flatten(pc.split_pattern(pa.array([strs], pa.large_string()), _SEP))
+        split = pc.list_flatten(pc.split_pattern(pa.array([strs], pa.large_string()), _SEP))
+        return rec, order, split
+
+    def _decode(self, strs: str, nums: bytes) -> pd.DataFrame:
+        rec, order, flat = self._unpack(strs, nums)
         k = len(self._strings)
         cols: dict[str, object] = {
             name: pd.array(flat.take(pa.array(order * k + j)), dtype="str")
@@ -235,6 +410,8 @@ class SQLiteStore:
             con.execute("BEGIN")
             con.execute("INSERT INTO meta VALUES ('layout', ?)", (self._layout,))
             con.executemany(_INSERT, rows)
+            # Summarise what was stored: an id given twice is stored (and counted) once.
+            con.executemany("INSERT INTO summary VALUES (?, ?, ?, ?, ?, ?)", self._summaries(_first_per_id(rows)))
             con.execute("COMMIT")
             con.execute("PRAGMA journal_mode=WAL")  # persistent in the file header
         except BaseException:
@@ -275,6 +452,7 @@ class SQLiteStore:
         con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         con.execute("PRAGMA synchronous=NORMAL")
         (layout,) = con.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
+        con.execute(_SUMMARY_TABLE)  # generations built before summaries existed: none yet
         if layout != self._layout:
             con.close()
             raise ValueError(
@@ -301,9 +479,27 @@ def _strings(column: pd.Series) -> list[str]:
         if column.isna().any():
             raise ValueError(f"events column {column.name!r} has nulls; the online store needs values")
         values = [str(v) for v in values]  # e.g. integer ids: the store keeps strings
-    if any(_SEP in v for v in values):
-        raise ValueError(f"events column {column.name!r} contains the reserved character \\x1f")
     return values
+
+
+def _checked(name: str, values: Sequence | np.ndarray) -> list[str]:
+    values = list(values)
+    if not all(type(v) is str for v in values):
+        raise ValueError(f"events column {name!r} must hold strings (no nulls) for the online store")
+    if any(_SEP in v for v in values):
+        raise ValueError(f"events column {name!r} contains the reserved character \\x1f")
+    return values
+
+
+def _first_per_id(rows: list[tuple[str, int, str, bytes, str]]) -> list[tuple[str, int, str, bytes, str]]:
+    """The rows `INSERT ... ON CONFLICT DO NOTHING` keeps, in order: the first of each id."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        if row[2] not in seen:
+            seen.add(row[2])
+            kept.append(row)
+    return kept
 
 
 def _remove_generation(file: Path) -> None:

@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 from pipelines.config import Contract
-from pipelines.core.features import FeatureSpec, build_features, features_for
+from pipelines.core.features import (
+    FeatureSpec,
+    build_features,
+    event_columns,
+    features_for,
+    online_features,
+    to_ms,
+)
 from pipelines.io.feature_store import SQLiteStore
 
 SPEC = FeatureSpec(Contract(), (1, 24, 168))
@@ -88,6 +95,81 @@ def test_online_features_equal_offline_features(store: SQLiteStore, seed: int) -
         pd.testing.assert_frame_equal(online, offline.loc[batch.index], check_exact=False, rtol=1e-9, atol=1e-9)
         store.append(batch)
     assert store.count() == len(df)
+
+
+def serve_loop(store: SQLiteStore, df: pd.DataFrame, start: int, size: int = 32) -> pd.DataFrame:
+    """The service's hot path (summarised history → online_features → append_columns) over
+    `df[start:]` in batches; returns the online features, indexed like `df`."""
+    out = []
+    for lo in range(start, len(df), size):
+        batch = df.iloc[lo:lo + size]
+        columns = event_columns(batch, SPEC)
+        columns["transaction_id"] = batch["transaction_id"].to_numpy(dtype=object)
+        first = batch.groupby("card_id")["ts"].min()
+        past, folded = store.history_arrays(first.index.tolist(), to_ms(first).tolist())
+        out.append(pd.DataFrame(online_features(columns, past, SPEC, folded), index=batch.index))
+        store.append_columns(columns)
+    return pd.concat(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_summarised_history_gives_the_offline_features(store: SQLiteStore, seed: int) -> None:
+    """Long histories (~60 days per card, windows up to 7 days): the store folds most events
+    into summaries, and the features must not notice."""
+    df = events(3000, seed, cards=6, hours=24 * 60)
+    offline = build_features(df, SPEC)
+    cut = 2000
+    store.seed(df.iloc[:cut])
+    assert folded_events(store) > cut // 2  # the bound is in use
+    online = serve_loop(store, df, cut)
+    pd.testing.assert_frame_equal(online, offline.iloc[cut:], check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+def test_late_events_fall_back_to_the_full_history_and_join_the_summary(store: SQLiteStore) -> None:
+    """Events older than a cutoff: their own features need folded events (full read), and
+    they must count in later events' summaries exactly once (re-appending is harmless)."""
+    df = events(2000, 7, cards=4, hours=24 * 40)
+    late = df.iloc[100:400:3]  # weeks before the cutoffs
+    rest = df.drop(late.index)
+    store.seed(rest.iloc[:1200])
+    before = folded_events(store)
+    arrived = pd.concat([rest.iloc[:1200], late], ignore_index=True)
+    online_late = serve_loop(store, late, 0, size=25)
+    serve_loop(store, late.iloc[:20], 0)  # sent again: stored and folded once
+    assert folded_events(store) == before + len(late)
+    # The late events' own features, computed when they arrived, saw only earlier events.
+    offline_late = build_features(arrived, SPEC).iloc[1200:]
+    pd.testing.assert_frame_equal(online_late, offline_late.set_axis(online_late.index), check_exact=False,
+                                  rtol=1e-9, atol=1e-9)
+    online = serve_loop(store, rest, 1200, size=25)
+    offline = build_features(pd.concat([arrived, rest.iloc[1200:]], ignore_index=True), SPEC).iloc[len(arrived):]
+    pd.testing.assert_frame_equal(online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+def test_a_seed_with_repeated_ids_summarises_each_event_once(store: SQLiteStore) -> None:
+    df = events(1200, 10, cards=3, hours=24 * 40)
+    store.seed(pd.concat([df.iloc[:1000], df.iloc[:300]]))
+    new = events(100, 11, cards=3, hours=24).assign(ts=lambda d: d["ts"] + pd.Timedelta(days=40))
+    online = serve_loop(store, new, 0)
+    offline = build_features(pd.concat([df.iloc[:1000], new], ignore_index=True), SPEC).iloc[1000:]
+    pd.testing.assert_frame_equal(online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+def test_compact_recomputes_the_summaries(store: SQLiteStore) -> None:
+    df = events(1500, 8, cards=5, hours=24 * 50)
+    store.append(df)  # appends alone never fold
+    assert folded_events(store) == 0
+    store.compact()
+    assert folded_events(store) > 500
+    df2 = events(300, 9, cards=5, hours=24 * 50).assign(ts=lambda d: d["ts"] + pd.Timedelta(days=50))
+    online = serve_loop(store, df2, 0)
+    offline = build_features(pd.concat([df, df2], ignore_index=True), SPEC).iloc[len(df):]
+    pd.testing.assert_frame_equal(online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+def folded_events(store: SQLiteStore) -> int:
+    con, _ = store._connection()
+    return int(con.execute("SELECT coalesce(sum(n), 0) FROM summary").fetchone()[0])
 
 
 def test_append_is_idempotent_on_the_id(store: SQLiteStore) -> None:
