@@ -4,14 +4,17 @@
 
 Builds a small trained repo (simulate, `dvc repro`, promote), then measures in one run:
 
-- `adaptive`: the full service (validation, feature-store enrichment, prediction log) with the
-  service's own adaptive batcher (serving.batching=adaptive, the default);
+- `adaptive`: the full service (edge validation, feature-store enrichment, prediction log,
+  metrics) with the service's own adaptive batcher (serving.batching=adaptive, the default);
 - `off`: the same service, one model call per request (serving.batching=off);
 - `bentoml`: the same service with BentoML's batching dispatcher (serving.batching=bentoml);
 - `bare`: a bare ASGI app (uvicorn) that parses and validates the same JSON with the same
   pydantic model and returns a constant: the ceiling of Python HTTP on this machine.
 
-The server is pinned to core 0 and wrk (Debian package `wrk`) to core 1 when there are 2+ cores.
+The server is pinned to core 0 and wrk (Debian package `wrk`) to core 1 when there are 2+ cores
+(with `--workers 2` nothing is pinned). Besides latency and throughput, each row reports the
+server's CPU time per request (all its processes): on a machine shared with other work, that is
+the figure that does not move with the neighbours.
 """
 
 from __future__ import annotations
@@ -120,15 +123,37 @@ def batch_stats(url: str) -> tuple[float, float]:
     return total, count
 
 
-def measure(url: str, concurrency: int, duration: int, script: Path, variant: str) -> dict:
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) used so far by `root` and its live descendants (BentoML's
+    workers): the server's cost per request, which other load on the machine does not inflate
+    the way it inflates latency and lowers throughput."""
+    stats = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, ticks
+    tree, total = {root}, 0
+    for _ in range(4):  # arbiter -> workers (-> their helpers)
+        tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
+    total = sum(stats[pid][1] for pid in tree if pid in stats)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, concurrency: int, duration: int, script: Path, variant: str, server: int) -> dict:
     before = batch_stats(url) if variant != "bare" else (0.0, 0.0)
+    cpu_before = cpu_seconds(server)
     cmd = [*pin(1), "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=True).stdout
+    cpu = cpu_seconds(server) - cpu_before
     rps, p50, p99, non2xx, errors = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out).groups()  # type: ignore[union-attr]
     after = batch_stats(url) if variant != "bare" else (0.0, 0.0)
     batches = after[1] - before[1]
+    requests = float(rps) * duration
     return {"rps": float(rps), "p50": float(p50), "p99": float(p99), "non2xx": int(non2xx) + int(errors),
-            "batch": (after[0] - before[0]) / batches if batches else float("nan")}
+            "batch": (after[0] - before[0]) / batches if batches else float("nan"),
+            "cpu_us": cpu / requests * 1e6 if requests else float("nan")}
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -199,9 +224,10 @@ def main() -> None:
             proc, url = start(variant, repo, args.workers)
             try:
                 for c in args.concurrency:
-                    results[variant, c] = r = measure(url, c, args.duration, script, variant)
+                    results[variant, c] = r = measure(url, c, args.duration, script, variant, proc.pid)
                     print(f"  {variant:<9} c={c:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  "
-                          f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}", flush=True)
+                          f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  server CPU/req {r['cpu_us']:.0f} µs",
+                          flush=True)
             finally:
                 stop(proc)
     finally:
@@ -209,8 +235,9 @@ def main() -> None:
 
     placement = "server on core 0 and wrk on core 1" if PIN else "server and wrk unpinned"
     print(f"\nSingle-record requests, wrk {args.duration} s per cell, server workers={args.workers}, {placement}\n")
-    print("| variant | concurrency | req/s | p50 ms | p99 ms | non-2xx | mean batch | vs ceiling | vs off |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | concurrency | req/s | p50 ms | p99 ms | non-2xx | mean batch | server CPU µs/req "
+          "| vs ceiling | vs off |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (variant, c), r in results.items():
         ceiling = results.get(("bare", c), {}).get("rps")
         off = results.get(("off", c), {}).get("rps")
@@ -218,7 +245,7 @@ def main() -> None:
         vs_ceiling = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
         vs_off = f"{r['rps'] / off:.2f}x" if off else "-"
         print(f"| {variant} | {c} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['non2xx']:,} | "
-              f"{batch} | {vs_ceiling} | {vs_off} |")
+              f"{batch} | {r['cpu_us']:,.0f} | {vs_ceiling} | {vs_off} |")
 
 if __name__ == "__main__":
     main()

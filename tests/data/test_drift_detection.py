@@ -137,7 +137,7 @@ def test_no_drift_stays_clear_of_the_thresholds(seed: int) -> None:
 
 
 def log_records(part: pd.DataFrame, model_version: str = "fraud-model:test") -> pd.DataFrame:
-    """What the service logs per record (scorer.log_frame's columns), scored 2 s after the event."""
+    """What the service logs per record (scorer.log_columns), scored 2 s after the event."""
     n = len(part)
     return pd.concat([
         part[[C.id, C.timestamp, C.entity, *SPEC.names]].reset_index(drop=True),

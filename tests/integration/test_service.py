@@ -103,6 +103,14 @@ def test_bad_input_is_a_4xx_that_names_the_problem(service: Service, body: objec
     assert named in resp.text.lower(), resp.text
 
 
+@pytest.mark.parametrize("media", ["text/plain", "multipart/form-data", "application/x-www-form-urlencoded"])
+def test_a_body_declared_as_anything_but_json_is_refused_with_415(service: Service, media: str) -> None:
+    body = json.dumps({"records": [record(4)]})  # well-formed JSON: the declaration alone is refused
+    resp = httpx.post(f"{service.url}/score", content=body, headers={"content-type": media})
+    assert resp.status_code == 415, (resp.status_code, resp.text)
+    assert media in resp.json()["error"]
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_amounts_are_rejected(service: Service, literal: str) -> None:
     body = json.dumps({"records": [record(2)]}).replace("42.5", literal)
