@@ -78,6 +78,20 @@ def _materialize(settings: Settings, args: argparse.Namespace) -> int:
     return materialize.run(settings, force=args.force)
 
 
+def _compact(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.core.features import FeatureSpec
+    from pipelines.io.feature_store import SQLiteStore
+
+    store = SQLiteStore(settings.serving.feature_store, FeatureSpec.from_settings(settings))
+    try:
+        store.compact()
+        print(f"compact: {store.count():,} events, old ones folded into per-card summaries "
+              f"({settings.serving.feature_store})")
+    finally:
+        store.close()
+    return 0
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import os
 
@@ -107,6 +121,8 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "bento": ("build the bento a deploy ships: it carries the champion", _bento),
     "registry": ("push/pull model versions, bentos and the champion to/from paths.model_remote", _registry),
     "materialize": ("seed the online feature store from the raw snapshot", _materialize),
+    "compact": ("fold the online store's old events into per-card summaries (off-peak: it locks writes)",
+                _compact),
     "serve": ("start the BentoML service on params' host:port", _serve),
 }
 
