@@ -80,7 +80,7 @@ def push(url: str) -> Synced:
     remote_champion = _read_json(storage.join(url, "registry/champion.json"))
     champion = newer_champion(remote_champion, registry.champion())
     history = merged_history(_read_lines(storage.join(url, "registry/history.jsonl")),
-                             _local_lines(registry.registry_dir() / "history.jsonl"))
+                             _read_lines(str(registry.registry_dir() / "history.jsonl")))
     if history:
         storage.write_text(storage.join(url, "registry/history.jsonl"), "\n".join(history) + "\n")
     if champion is not None and champion != remote_champion:
@@ -102,7 +102,7 @@ def pull(url: str) -> Synced:
     local_champion = registry.champion()
     champion = newer_champion(local_champion, _read_json(storage.join(url, "registry/champion.json")))
     history_file = registry.registry_dir() / "history.jsonl"
-    history = merged_history(_local_lines(history_file), _read_lines(storage.join(url, "registry/history.jsonl")))
+    history = merged_history(_read_lines(str(history_file)), _read_lines(storage.join(url, "registry/history.jsonl")))
     if history:
         storage.write_text(str(history_file), "\n".join(history) + "\n")
     if champion is not None and champion != local_champion:
@@ -156,6 +156,3 @@ def _read_lines(url: str) -> list[str]:
     except FileNotFoundError:
         return []
 
-
-def _local_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
