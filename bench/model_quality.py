@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,27 +45,32 @@ def main() -> None:
         tx, labels = simulate.generate(cfg)
         return join_labels(tx, labels, base), cfg
 
-    def auc(raw: pd.DataFrame, spec: FeatureSpec, train: tuple[int, int], test: tuple[int, int]) -> float:
-        feats = build_features(raw, spec)
+    def aucs(raw: pd.DataFrame, feats: pd.DataFrame, spec: FeatureSpec, train: tuple[int, int],
+             *tests: tuple[int, int]) -> list[float]:
+        """One model fitted on the `train` days, its ROC-AUC on each of the `tests` day ranges."""
         ts, y = raw[base.contract.timestamp], raw[base.contract.target]
-        tr = ((ts >= day(train[0])) & (ts < day(train[1]))).to_numpy()
-        te = ((ts >= day(test[0])) & (ts < day(test[1]))).to_numpy()
+
+        def days(span: tuple[int, int]) -> np.ndarray:
+            return ((ts >= day(span[0])) & (ts < day(span[1]))).to_numpy()
+
+        tr = days(train)
         model = fit("lightgbm", feats[tr], y[tr].to_numpy(dtype=int), spec, base.train.lightgbm, base.train.seed)
-        return metrics.summary(y[te].to_numpy(dtype=int), model.predict_proba(feats[te]), 0.01)["roc_auc"]
+        return [metrics.summary(y[te].to_numpy(dtype=int), model.predict_proba(feats[te]), 0.01)["roc_auc"]
+                for te in map(days, tests)]
 
     t0 = time.perf_counter()
     spec = FeatureSpec.from_settings(base)
     no_history = FeatureSpec(base.contract.model_copy(update={"entity": None, "novelty": ()}), spec.windows_hours)
     none, _ = data("none")
     holdout = (args.days - 21, args.days)
-    full = auc(none, spec, (0, args.days - 21), holdout)
-    flat = auc(none, no_history, (0, args.days - 21), holdout)
+    [full] = aucs(none, build_features(none, spec), spec, (0, args.days - 21), holdout)
+    [flat] = aucs(none, build_features(none, no_history), no_history, (0, args.days - 21), holdout)
 
     shifted, _ = data("concept_shift")
+    shifted_feats = build_features(shifted, spec)
     new = (args.days - 14, args.days)
-    before = auc(shifted, spec, (0, shift - 7), (shift - 7, shift))
-    old_on_new = auc(shifted, spec, (0, shift - 7), new)
-    retrained = auc(shifted, spec, (shift, args.days - 14), new)
+    before, old_on_new = aucs(shifted, shifted_feats, spec, (0, shift - 7), (shift - 7, shift), new)
+    [retrained] = aucs(shifted, shifted_feats, spec, (shift, args.days - 14), new)
 
     rate = none[base.contract.target].mean()
     print(f"\n{len(none):,} transactions over {args.days} days, fraud rate {rate:.2%}, seed {args.seed} "

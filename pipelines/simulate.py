@@ -87,7 +87,7 @@ _CATEGORY_P = _weights({
 _CATEGORY_AMOUNT = np.array([0.0, -0.2, 0.1, 1.3, 1.1, 0.4, -0.1, 0.2, -0.7, 0.3])
 _CHANNEL_P = np.array([0.36, 0.30, 0.24, 0.10])
 
-# The knobs that set how hard the task is (tuned with bench/data_quality.py).
+# The knobs that set how hard the task is (tuned with bench/model_quality.py).
 FRAUD_SHARE = 0.011          # target share of fraudulent transactions
 BURST_MEAN = 5.0             # mean transactions per compromise
 P_NIGHT_START = 0.25         # compromise starts at night (00-05h)
