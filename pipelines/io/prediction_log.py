@@ -1,6 +1,7 @@
 """The prediction log: every scored record, as date-partitioned Parquet under a URL.
 
-`PredictionLog.append` only buffers in memory; a background thread flushes when the buffer holds
+`PredictionLog.append` only buffers in memory (a frame, or plain column arrays: the service's
+path, since a pandas frame per small batch costs more than scoring it); a background thread flushes when the buffer holds
 `flush_rows` rows or its oldest row is `flush_seconds` old, and `close()` flushes the rest.
 Each flush writes new files `{url}/date=YYYY-MM-DD/part-<utc time>-<pid>-<uuid>.parquet`, one
 per day present (the day of `timestamp_column`, UTC). Files are never appended to or
@@ -29,12 +30,14 @@ import datetime as dt
 import glob
 import hashlib
 import io
+import itertools
 import logging
 import os
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +86,7 @@ class PredictionLog:
 
         self._lock = threading.Lock()  # buffer and counters: held briefly, never during I/O
         self._flush_lock = threading.Lock()  # one flush at a time
-        self._frames: list[pd.DataFrame] = []
+        self._frames: list[pd.DataFrame | dict[str, np.ndarray]] = []
         self._buffered = 0
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._appended = self._flushed = self._failures = 0
@@ -97,19 +100,23 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name=f"prediction-log {self.url}", daemon=True)
         self._thread.start()
 
-    def append(self, df: pd.DataFrame) -> None:
-        """Buffer `df` (thread-safe, no I/O). Later changes to `df` do not reach the log."""
-        if self.timestamp_column not in df.columns:
+    def append(self, records: pd.DataFrame | Mapping[str, np.ndarray]) -> None:
+        """Buffer `records` (thread-safe, no I/O): a frame, or equal-length column arrays that
+        become a frame only when flushed. Later changes to a frame do not reach the log; arrays
+        are kept as given, so the caller must not modify them afterwards."""
+        if self.timestamp_column not in records:
             raise ValueError(f"prediction log records need the {self.timestamp_column!r} column")
-        if df[self.timestamp_column].isna().any():
+        if pd.isna(records[self.timestamp_column]).any():
             raise ValueError(f"prediction log column {self.timestamp_column!r} has nulls")
-        frame = df.copy(deep=False)  # copy-on-write: the caller's later edits copy, not ours
+        # copy-on-write for a frame: the caller's later edits copy, not ours
+        frame = records.copy(deep=False) if isinstance(records, pd.DataFrame) else dict(records)
+        rows = len(records[self.timestamp_column])
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"prediction log {self.url} is closed")
             self._frames.append(frame)
-            self._buffered += len(frame)
-            self._appended += len(frame)
+            self._buffered += rows
+            self._appended += rows
             if self._oldest is None:
                 self._oldest = time.monotonic()
             full = self._buffered >= self.flush_rows
@@ -125,7 +132,7 @@ class PredictionLog:
                 self._last_attempt = time.monotonic()
             sink_up = self._deliver_spool()
             if frames:
-                records = pd.concat(frames, ignore_index=True)
+                records = _one_frame(frames)
                 for name, data, rows in self._parts(records):
                     sink_up = sink_up and self._upload(name, data, rows)
                     if not sink_up:
@@ -268,6 +275,19 @@ def read_log(url: str, start: dt.date | None = None, end: dt.date | None = None)
         return pd.DataFrame()
     blobs = fs.cat(files)  # one concurrent fetch on S3
     frames = [pd.read_parquet(io.BytesIO(blobs[f])) for f in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _one_frame(parts: list[pd.DataFrame | dict[str, np.ndarray]]) -> pd.DataFrame:
+    """The buffered parts as one frame, in order; a run of column batches is joined column by
+    column first (one frame for the run, not one per batch)."""
+    frames: list[pd.DataFrame] = []
+    for is_frame, run in itertools.groupby(parts, key=lambda p: isinstance(p, pd.DataFrame)):
+        if is_frame:
+            frames.extend(run)
+        else:
+            batches = list(run)
+            frames.append(pd.DataFrame({k: np.concatenate([b[k] for b in batches]) for k in batches[0]}))
     return pd.concat(frames, ignore_index=True)
 
 

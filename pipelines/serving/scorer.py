@@ -3,20 +3,16 @@
 A batch of validated records becomes plain columns; the entities' stored history enriches them
 through the shared feature code; the model scores them; thresholds turn scores into decisions.
 No pandas frame is built per batch (each costs ~0.1-1 ms, more than the arithmetic of a
-whole batch); the prediction log gets one frame per several batches (`LogBuffer`).
+whole batch); the prediction log takes the columns and builds one frame per flush.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pipelines.core.features import FeatureSpec, Folded, Past, online_features
 from pipelines.core.model import TabularModel
@@ -106,35 +102,3 @@ def log_columns(batch: dict[str, np.ndarray], scored: Scored, spec: FeatureSpec,
     })
     return columns
 
-
-class LogBuffer:
-    """Gathers batches' log columns and hands the prediction log one frame per `rows` records
-    or `seconds`: a pandas frame costs ~1 ms whatever its length (plus the log's own per-append
-    work), which per small batch was a tenth of the worker's CPU. Records wait here at most
-    `seconds` longer before the log's own flush clock starts (callers also `flush` on a timer
-    and before closing the log), which adds that much to the crash-loss bound."""
-
-    def __init__(self, sink: Callable[[pd.DataFrame], None], rows: int, seconds: float) -> None:
-        self.sink, self.rows, self.seconds = sink, rows, seconds
-        self._lock = threading.Lock()
-        self._parts: list[dict[str, np.ndarray]] = []
-        self._count = 0
-        self._since = 0.0
-
-    def add(self, columns: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            if not self._parts:
-                self._since = time.monotonic()
-            self._parts.append(columns)
-            self._count += len(next(iter(columns.values())))
-            due = self._count >= self.rows or time.monotonic() - self._since >= self.seconds
-        if due:
-            self.flush()
-
-    def flush(self, older_than: float = 0.0) -> None:
-        """Hand over what is buffered (only if the oldest part is `older_than` seconds old)."""
-        with self._lock:  # held while handing over: a flush racing a close never loses a part
-            if not self._parts or time.monotonic() - self._since < older_than:
-                return
-            parts, self._parts, self._count = self._parts, [], 0
-            self.sink(pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}))

@@ -30,7 +30,6 @@ import gc
 import logging
 import os
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -66,8 +65,6 @@ def _located(path: str) -> str:
 
 os.environ.setdefault("BENTOML_HOME", _located(SETTINGS.paths.bentoml_home))
 SERVING = SETTINGS.serving
-# Scored records reach the prediction log in frames of up to this many rows, at most this late.
-LOG_BUFFER_ROWS, LOG_BUFFER_SECONDS = 2048, 0.5
 SPEC = FeatureSpec.from_settings(SETTINGS)
 Transaction = record_model(SETTINGS.contract)
 # A request is a non-empty list of at most max_records_per_request records; pydantic names the
@@ -128,7 +125,6 @@ class FraudService:
             flush_rows=SERVING.log_flush_rows, flush_seconds=SERVING.log_flush_seconds,
             spool_dir=_located(SERVING.spool_dir),
         )
-        self.log = scorer.LogBuffer(self.predictions.append, rows=LOG_BUFFER_ROWS, seconds=LOG_BUFFER_SECONDS)
         self.batcher = (AdaptiveBatcher(self.score_batch, SERVING.max_batch_size, SERVING.max_queue_records)
                         if SERVING.batching == "adaptive" else None)
         if SERVING.batching != "bentoml":  # that mode measures BentoML's own dispatcher
@@ -160,12 +156,7 @@ class FraudService:
         log.info("serving model %s (was %s)", tag, previous)
 
     def _watch(self) -> None:
-        reload_at = time.monotonic() + SERVING.reload_seconds
-        while not self._stop.wait(min(SERVING.reload_seconds, LOG_BUFFER_SECONDS)):
-            self.log.flush(older_than=LOG_BUFFER_SECONDS)  # quiet traffic still reaches the log
-            if time.monotonic() < reload_at:
-                continue
-            reload_at = time.monotonic() + SERVING.reload_seconds
+        while not self._stop.wait(SERVING.reload_seconds):
             self._load_champion()
             stats = self.predictions.stats()
             LOG_LAG.set(stats.lag_seconds)
@@ -178,7 +169,6 @@ class FraudService:
     def shutdown(self) -> None:
         fastpath.stop("/score")
         self._stop.set()
-        self.log.flush()
         self.predictions.close()  # flushes: a graceful stop loses no record
         if self.store is not None:
             self.store.close()
@@ -231,7 +221,7 @@ class FraudService:
         if store:
             store.append_columns(batch)
         now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")
-        self.log.add(scorer.log_columns(batch, scored, SPEC, version, uuid.uuid4().hex, now))
+        self.predictions.append(scorer.log_columns(batch, scored, SPEC, version, uuid.uuid4().hex, now))
         self._count(scored, version)
         return scorer.answers(batch, scored, SPEC, version)
 

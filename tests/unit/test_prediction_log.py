@@ -199,3 +199,18 @@ def test_append_needs_the_timestamp_column(tmp_path: Path, spool: Path) -> None:
     with pytest.raises(ValueError, match="scored_at"):
         plog.append(records(3))
     plog.close()
+
+
+def test_column_batches_and_frames_mixed_are_logged_in_full(tmp_path: Path, spool: Path) -> None:
+    url = str(tmp_path / "log")
+    plog = PredictionLog(url, flush_rows=1_000_000, flush_seconds=3600, spool_dir=spool)
+    expected = records(90)
+    for start in range(0, 90, 15):
+        part = expected.iloc[start:start + 15]
+        # The service's path: plain arrays per batch; other callers hand frames.
+        plog.append({c: part[c].to_numpy() for c in part.columns} if start % 30 else part)
+    with pytest.raises(ValueError, match="has nulls"):
+        plog.append({"ts": np.array(["NaT"], dtype="datetime64[us]"), "transaction_id": np.array(["x"], dtype=object)})
+    plog.close()
+    pd.testing.assert_frame_equal(by_id(read_log(url)), expected, check_exact=True)
+    assert plog.stats().rows_appended == 90
