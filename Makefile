@@ -55,6 +55,7 @@ rollout:  ## point the deployment at a new image (needs kubectl and a cluster: C
 	kubectl --context "$(TARGET)" rollout status deployment/fraud-service --timeout=10m
 
 serve: install  ## serve the champion (promote one first: python -m pipelines promote latest)
+	python -m pipelines materialize
 	python -m pipelines serve
 
 test: install  ## the whole test suite

@@ -69,13 +69,9 @@ def pin(core: int) -> list[str]:
 
 
 def build_repo(dest: Path) -> Path:
-    from tests.conftest import make_repo
+    from tests.conftest import make_repo, train_for_serving
 
-    make_repo(dest, PARAMS)
-    for cmd in ([sys.executable, "-m", "pipelines", "simulate"], ["dvc", "repro"],
-                [sys.executable, "-m", "pipelines", "promote", "latest"]):
-        subprocess.run(cmd, cwd=dest, env=ENV, check=True, capture_output=True)
-    return dest
+    return train_for_serving(make_repo(dest, PARAMS))
 
 
 def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz") -> None:

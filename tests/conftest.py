@@ -82,6 +82,16 @@ def make_repo(dest: Path, params: dict) -> Path:
     return dest
 
 
+def train_for_serving(repo: Path, reason: str = "test setup") -> Path:
+    """What a service needs in a repo copy: the source simulated, the pipeline run, the model
+    promoted and the online store seeded from the training snapshot."""
+    for cmd in (["python", "-m", "pipelines", "simulate"], ["dvc", "repro"],
+                ["python", "-m", "pipelines", "promote", "latest", "--reason", reason],
+                ["python", "-m", "pipelines", "materialize"]):
+        run(cmd, repo)
+    return repo
+
+
 @pytest.fixture
 def small_repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", SMALL_PARAMS)

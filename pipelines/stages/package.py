@@ -12,7 +12,6 @@ import subprocess
 from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
 from pipelines.io import registry, storage
-from pipelines.stages import materialize
 from pipelines.stages.train import load_model, model_url
 
 
@@ -49,7 +48,6 @@ def run(settings: Settings) -> dict:
     meta = lineage(settings)
     tag = registry.save(model, meta)
     bento = build_bento()
-    materialize.run(settings)  # seeds the online store once; later runs leave live state alone
     result = {"model_tag": tag, "bento_tag": bento, "family": model.family,
               "roc_auc": meta["metrics"].get("roc_auc"), "data_sha256": meta["data"]["sha256"]}
     storage.write_json(settings.paths.package, result)

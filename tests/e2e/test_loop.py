@@ -20,7 +20,7 @@ import yaml
 from pipelines import simulate
 from pipelines.config import load_settings
 from pipelines.io import registry
-from tests.conftest import make_repo, run, write_params
+from tests.conftest import make_repo, train_for_serving, write_params
 from tests.integration.conftest import PrefectServer, Service, start_service
 from tests.integration.test_service import as_records
 
@@ -65,9 +65,7 @@ def wait_for(what: str, check, timeout: float) -> object:  # noqa: ANN001
 @contextlib.contextmanager
 def running_loop(prefect_server: PrefectServer, repo: Path) -> Iterator[Service]:
     """A trained, promoted repo with its service and every deployment served."""
-    run(["python", "-m", "pipelines", "simulate"], repo)
-    run(["dvc", "repro"], repo)
-    run(["python", "-m", "pipelines", "promote", "latest", "--reason", "first model"], repo)
+    train_for_serving(repo, reason="first model")
     service = start_service(repo)
     runner = None
     try:

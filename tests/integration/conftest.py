@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_repo, run
+from tests.conftest import make_repo, train_for_serving
 
 
 def free_port() -> int:
@@ -189,11 +189,7 @@ SERVE_PARAMS = {
 @pytest.fixture(scope="session")
 def served_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repo with a trained, packaged, promoted model and a seeded feature store."""
-    repo = make_repo(tmp_path_factory.mktemp("served") / "repo", SERVE_PARAMS)
-    run(["python", "-m", "pipelines", "simulate"], repo)
-    run(["dvc", "repro"], repo)
-    run(["python", "-m", "pipelines", "promote", "latest", "--reason", "test setup"], repo)
-    return repo
+    return train_for_serving(make_repo(tmp_path_factory.mktemp("served") / "repo", SERVE_PARAMS))
 
 
 @pytest.fixture(scope="module")
