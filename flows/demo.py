@@ -85,8 +85,9 @@ def background(name: str, cmd: list[str], env: dict) -> Iterator[subprocess.Pope
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def quality_on_drifted_period(tag: str, world: Simulate, since: pd.Timestamp) -> dict:
-    """A model on the labelled drifted days from `since` (features from the full history)."""
+def quality_on_drifted_period(tags: list[str], world: Simulate, since: pd.Timestamp) -> list[dict]:
+    """Each model on the same labelled drifted days from `since` (features from the full
+    history, built once)."""
     s = settings()
     tx, labels = simulate.generate(world)
     raw = join_labels(tx, labels, s)
@@ -94,8 +95,8 @@ def quality_on_drifted_period(tag: str, world: Simulate, since: pd.Timestamp) ->
     drifted = (raw[s.contract.timestamp] >= max(since, pd.Timestamp(world.scenario_start))).to_numpy()
     y = raw[s.contract.target].to_numpy(dtype=float)[drifted]
     known = ~np.isnan(y)
-    p = registry.load(tag).predict_proba(feats[drifted][known])
-    return metrics.summary(y[known].astype(int), p, s.evaluate.alert_rate)
+    X, labelled = feats[drifted][known], y[known].astype(int)
+    return [metrics.summary(labelled, registry.load(tag).predict_proba(X), s.evaluate.alert_rate) for tag in tags]
 
 
 def finished(runs: Callable[[str], list[dict]], run_id: str) -> dict | None:
@@ -154,8 +155,7 @@ def loop() -> None:
 
     say("dvc repro: train on the history window")
     sh("dvc", "repro")
-    # The package stage seeds the online store, but DVC may restore its output from the run
-    # cache without running it (a window seen before); seeding is idempotent, so make sure.
+    # The online store starts from the training snapshot (live state afterwards: not a stage).
     sh(sys.executable, "-m", "pipelines", "materialize")
 
     with background("prefect-server", ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
@@ -217,8 +217,7 @@ def loop() -> None:
     since = pd.Timestamp(retrained.ingest.end) - pd.Timedelta(days=retrained.split.test_days)
     if first_tag is None or new_tag is None:
         raise RuntimeError("the registry has no champion: see logs/flows.log")
-    before = quality_on_drifted_period(first_tag, world, since)
-    after = quality_on_drifted_period(new_tag, world, since)
+    before, after = quality_on_drifted_period([first_tag, new_tag], world, since)
     print(f"    on the drifted days neither model trained on ({world.scenario} from {world.scenario_start}; "
           f"scored from {since.date()}):")
     for key in ("roc_auc", "average_precision", "recall_at_alert_rate"):
