@@ -34,7 +34,8 @@ def _stage(name: str) -> Callable[[Settings, argparse.Namespace], int]:
 def _promote(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.io import registry
 
-    tag = registry.versions()[-1] if args.tag == "latest" else args.tag
+    versions = registry.versions() if args.tag == "latest" else [args.tag]
+    tag = versions[-1] if versions else None
     if not tag:
         raise LookupError("the model store has no versions yet: run the package stage")
     record = registry.promote(tag, args.reason)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.model import TabularModel
+from pipelines.io import storage
 
 MODEL_NAME = "fraud-model"
 ARTIFACT = "model.pkl"
@@ -74,7 +75,10 @@ def info(tag: str) -> dict[str, Any]:
 def versions() -> list[str]:
     import bentoml
 
-    refs = sorted(bentoml.models.list(MODEL_NAME), key=lambda r: r.info.creation_time)
+    try:
+        refs = sorted(bentoml.models.list(MODEL_NAME), key=lambda r: r.info.creation_time)
+    except bentoml.exceptions.NotFound:  # an empty store: no versions, not an error
+        return []
     return [str(r.tag) for r in refs]
 
 
@@ -97,11 +101,7 @@ def promote(tag: str, reason: str, evidence: dict[str, Any] | None = None) -> di
     previous = champion_tag()
     record = {"tag": tag, "since": _now(), "reason": reason, "previous": previous,
               "evidence": _jsonable(evidence or {})}
-    path = champion_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    storage.write_json(str(champion_file()), record)  # temp file + rename: atomic
     record_decision({"event": "promoted", **record})
     return record
 
