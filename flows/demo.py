@@ -37,7 +37,7 @@ from pipelines import simulate
 from pipelines.config import Settings, Simulate
 from pipelines.core import metrics
 from pipelines.core.features import FeatureSpec, build_features
-from pipelines.io import registry
+from pipelines.io import feature_store, registry
 from pipelines.stages.ingest import join_labels
 
 PREFECT_PORT = int(os.environ.get("DEMO_PREFECT_PORT", "4200"))
@@ -109,16 +109,13 @@ def fresh_start(root: Path, s: Settings) -> None:
     champion pointer, drift state, prediction log, online store) is removed. Model versions stay
     in the store; the registry history keeps its records."""
     gone = [root / ".prefect", root / s.drift.reports, root / s.serving.prediction_log,
-            root / s.serving.feature_store, root / s.serving.spool_dir,
-            root / s.paths.bentoml_home / "registry" / "champion.json"]
+            root / s.serving.spool_dir, root / s.paths.bentoml_home / "registry" / "champion.json"]
     for path in gone:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
-    store = root / s.serving.feature_store
-    for generation in store.parent.glob(f"{store.name}.*.gen*"):  # the store's files (and -wal/-shm)
-        generation.unlink()
+    feature_store.remove(root / s.serving.feature_store)
     registry.record_decision({"event": "demo-reset", "reason": "make demo starts from nothing"})
 
 

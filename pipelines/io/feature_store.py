@@ -502,6 +502,14 @@ def _first_per_id(rows: list[tuple[str, int, str, bytes, str]]) -> list[tuple[st
     return kept
 
 
+def remove(path: str | os.PathLike[str]) -> None:
+    """Delete a store: its symlink and every generation file (with its WAL sidecars)."""
+    path = Path(path)
+    for generation in path.parent.glob(f"{path.name}.*.gen"):
+        _remove_generation(generation)
+    path.unlink(missing_ok=True)
+
+
 def _remove_generation(file: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{file}{suffix}").unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from pipelines.core.features import (
     online_features,
     to_ms,
 )
+from pipelines.io import feature_store
 from pipelines.io.feature_store import SQLiteStore
 
 SPEC = FeatureSpec(Contract(), (1, 24, 168))
@@ -296,3 +297,15 @@ def test_a_path_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     plain.write_bytes(b"")
     with pytest.raises(ValueError, match="not a feature store"):
         SQLiteStore(plain, SPEC)
+
+
+def test_remove_deletes_the_store_and_every_generation(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.sqlite", SPEC)
+    store.seed(events(200, seed=3))
+    store.seed(events(100, seed=4))  # a second generation
+    store.append(events(10, seed=5, prefix="late"))  # WAL sidecars in use
+    store.close()
+    (tmp_path / "unrelated.sqlite").write_text("kept")
+    feature_store.remove(tmp_path / "store.sqlite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated.sqlite"]
+    assert SQLiteStore(tmp_path / "store.sqlite", SPEC).count() == 0  # a fresh, empty store
