@@ -94,8 +94,9 @@ def to_ms(ts: pd.Series) -> np.ndarray:
 
 def build_features(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """Features for every row of `events`, indexed like `events`."""
-    history = _history(history_arrays(events, spec), spec) if spec.has_history else {}
-    return pd.DataFrame(_assemble(event_columns(events, spec), history, spec), index=events.index)
+    cols = event_columns(events, spec)  # converted once, for both the history and the rest
+    history = _history(_batch_history_arrays(cols, spec), spec) if spec.has_history else {}
+    return pd.DataFrame(_assemble(cols, history, spec), index=events.index)
 
 
 def features_for(batch: pd.DataFrame, history: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
