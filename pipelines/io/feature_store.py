@@ -445,12 +445,16 @@ class SQLiteStore:
         return local.con, generation
 
     def _open(self) -> sqlite3.Connection:
-        # mode=rw: never create an empty database if a generation vanished under us.
-        con = sqlite3.connect(
-            f"{self.path.as_uri()}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
-        )
-        con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-        con.execute("PRAGMA synchronous=NORMAL")
+        while True:
+            before = os.readlink(self.path)
+            try:
+                con = self._connect()
+                break
+            except sqlite3.OperationalError:
+                # SQLite resolves the symlink, then opens the file: a seed that swapped and
+                # deleted that generation in between leaves nothing to open. Retry on the new one.
+                if os.readlink(self.path) == before:
+                    raise
         (layout,) = con.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
         con.execute(_SUMMARY_TABLE)  # generations built before summaries existed: none yet
         if layout != self._layout:
@@ -460,6 +464,20 @@ class SQLiteStore:
             )
         with self._lock:
             self._connections.append(con)
+        return con
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: never create an empty database if a generation vanished under us.
+        con = sqlite3.connect(
+            f"{self.path.as_uri()}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("SELECT 1 FROM meta LIMIT 1")  # the file is actually read here
+        except BaseException:
+            con.close()
+            raise
         return con
 
     def _drop_thread_connection(self) -> None:
