@@ -1,9 +1,12 @@
 # Two commands set up a fresh machine: `make demo` (the main job) and `make test` (the suite).
 SHELL := /bin/bash
-UV_VERSION := 0.13.9
+UV_VERSION := 0.13.9   # keep equal to uv's pin in pyproject.toml (a test checks)
 VENV := .venv
 BIN := $(VENV)/bin
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# The interpreter that bootstraps uv: the caller's python3, found before the venv goes on PATH.
+SYSTEM_PYTHON := $(shell command -v python3)
+# The project's own uv, pinned, inside the checkout: never the caller's PATH or ~/.local.
+UV := $(CURDIR)/.tools/uv/bin/uv
 
 # Telemetry off everywhere; put the project's tools first on PATH for DVC's stage commands.
 export DO_NOT_TRACK := 1
@@ -16,7 +19,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: install demo orchestrate train gate bento pull push rollout serve test test-fast lint bench clean
 
 $(UV):
-	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+	$(SYSTEM_PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv "uv==$(strip $(UV_VERSION))"
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
@@ -35,8 +38,8 @@ orchestrate: install  ## the Prefect server (UI on 127.0.0.1:4200) and every dep
 	PREFECT_HOME=$(CURDIR)/.prefect prefect server start --host 127.0.0.1 --port 4200 & \
 	  trap 'kill %1' EXIT; sleep 10; PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
 
-gate: install  ## champion/challenger gate on the packaged model (no running service needed)
-	python -m flows.deploy --no-rollout
+gate: install  ## champion/challenger gate on the packaged model (needs the model store: make pull; no server)
+	python -m pipelines gate
 
 bento: install  ## the bento a deploy ships, built after the gate: it carries the champion (reports/release.json)
 	python -m pipelines bento

@@ -38,6 +38,7 @@ from pipelines.config import Settings, Simulate
 from pipelines.core import metrics
 from pipelines.core.features import FeatureSpec, build_features
 from pipelines.io import feature_store, registry
+from pipelines.runtime import tool
 from pipelines.stages.ingest import join_labels
 
 PREFECT_PORT = int(os.environ.get("DEMO_PREFECT_PORT", "4200"))
@@ -151,11 +152,11 @@ def loop() -> None:
     fresh_start(root, s)
 
     say("dvc repro: train on the history window")
-    sh("dvc", "repro")
+    sh(tool("dvc"), "repro")
     # The online store starts from the training snapshot (live state afterwards: not a stage).
     sh(sys.executable, "-m", "pipelines", "materialize")
 
-    with background("prefect-server", ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
+    with background("prefect-server", [tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
                     prefect_env):
         wait("the Prefect server", lambda: httpx.get(f"{prefect_env['PREFECT_API_URL']}/health", timeout=2).status_code == 200, 120)
 

@@ -11,14 +11,13 @@ import json
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import repo_root, settings
+from flows.common import run_from_command_line, settings
 from pipelines import release
-from pipelines.io import registry
 
 
 @task
-def gate(challenger: str) -> dict:
-    return release.gate(settings(), challenger).to_dict()
+def gate(challenger: str | None) -> dict:
+    return release.gate_packaged(settings(), challenger)
 
 
 @task(retries=1, retry_delay_seconds=5)
@@ -29,17 +28,11 @@ def rollout(tag: str) -> dict:
 @flow(name="deploy", log_prints=True)
 def deploy(challenger: str | None = None, rollout_to_service: bool = True) -> dict:
     """Gate `challenger` (default: the model the package stage saved last) against the champion."""
-    s = settings()
-    if challenger is None:
-        challenger = json.loads((repo_root() / s.paths.package).read_text())["model_tag"]
-    if challenger == registry.champion_tag():
-        # A rerun with nothing new to train (e.g. CI after a docs-only change): nothing to decide.
-        get_run_logger().info("gate: %s is already the champion; nothing to decide", challenger)
-        return {"challenger": challenger, "decision": None}
-    decision = gate(challenger)
-    get_run_logger().info("gate: %s: %s", "PROMOTE" if decision["promote"] else "keep the champion",
-                          decision["reason"])
-    result = {"challenger": challenger, "decision": decision}
+    result = gate(challenger)
+    get_run_logger().info(result["message"])
+    decision, challenger = result["decision"], result["challenger"]
+    if decision is None:
+        return result
     if decision["promote"] and rollout_to_service:
         result["rollout"] = rollout(challenger)
     create_markdown_artifact(
@@ -58,4 +51,4 @@ if __name__ == "__main__":
     p.add_argument("--challenger", help="model tag (default: the package stage's last model)")
     p.add_argument("--no-rollout", action="store_true", help="gate and promote only; no running service needed")
     args = p.parse_args()
-    deploy(challenger=args.challenger, rollout_to_service=not args.no_rollout)
+    run_from_command_line(deploy, challenger=args.challenger, rollout_to_service=not args.no_rollout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import settings
+from flows.common import run_from_command_line, settings
 from pipelines import monitoring
 
 
@@ -34,4 +34,4 @@ def drift_check() -> dict:
 
 
 if __name__ == "__main__":
-    drift_check()
+    run_from_command_line(drift_check)

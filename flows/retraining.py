@@ -11,7 +11,7 @@ import datetime as dt
 
 from prefect import flow, task
 
-from flows.common import repo_root, settings
+from flows.common import repo_root, run_from_command_line, settings
 from flows.deploy import deploy
 from flows.training import training
 from pipelines import monitoring
@@ -48,4 +48,4 @@ def retraining(reason: str = "manual", drift_run: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    retraining()
+    run_from_command_line(retraining)

@@ -8,14 +8,15 @@ the same data would fail the same way.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows.common import repo_root, settings
+from flows.common import repo_root, run_from_command_line, settings
+from pipelines.io import storage
+from pipelines.runtime import tool
 from pipelines.stages.validate import DATA_REJECTED
 
 
@@ -54,7 +55,7 @@ def _retry_unless_rejected(task, task_run, state) -> bool:  # noqa: ANN001
       task_run_name="dvc repro -s {stage}")
 def run_stage(stage: str, remote_inputs: list[str]) -> str:
     logger = get_run_logger()
-    proc = subprocess.run(["dvc", "repro", "-s", stage], cwd=repo_root(), capture_output=True, text=True)
+    proc = subprocess.run([tool("dvc"), "repro", "-s", stage], cwd=repo_root(), capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     for line in output.strip().splitlines():
         logger.info(line)
@@ -67,11 +68,11 @@ def run_stage(stage: str, remote_inputs: list[str]) -> str:
 
 @flow(name="training", log_prints=True)
 def training() -> dict:
+    s = settings()  # first: DVC's stage commands must find the project's python
     outcome = {stage: run_stage(stage, inputs) for stage, inputs in stage_order()}
-    s = settings()
-    evaluation = json.loads((repo_root() / s.paths.metrics / "evaluate.json").read_text())
+    evaluation = storage.read_json(storage.join(s.paths.metrics, "evaluate.json"))
     publish_metrics(evaluation)
-    package = json.loads((repo_root() / s.paths.package).read_text())
+    package = storage.read_json(s.paths.package)
     return {"stages": outcome, "metrics": evaluation, "package": package}
 
 
@@ -85,4 +86,4 @@ def publish_metrics(evaluation: dict) -> None:
 
 
 if __name__ == "__main__":
-    training()
+    run_from_command_line(training)

@@ -8,8 +8,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from pipelines.config import PARAMS_ENV, ConfigError, Settings, json_schema, load_settings
+from pipelines.config import ConfigError, Settings, json_schema
 from pipelines.io.storage import StorageError
+from pipelines.runtime import bootstrap, tool
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> int:
@@ -64,6 +65,13 @@ def _registry(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import release
+
+    print(release.gate_packaged(settings, args.challenger)["message"])
+    return 0
+
+
 def _bento(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import release
 
@@ -94,10 +102,8 @@ def _compact(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import os
-
     s = settings.serving
-    cmd = ["bentoml", "serve", args.target, "--host", s.host, "--port", str(args.port or s.port)]
+    cmd = [tool("bentoml"), "serve", args.target, "--host", s.host, "--port", str(args.port or s.port)]
     print("serve:", " ".join(cmd), flush=True)
     os.execvp(cmd[0], cmd)
 
@@ -119,6 +125,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "package": ("save the model with lineage and build the bento", _stage("package")),
     "promote": ("make a model version the champion (atomic)", _promote),
     "models": ("list model versions; * marks the champion", _models),
+    "gate": ("champion/challenger gate on the packaged model; promotes only a winner", _gate),
     "bento": ("build the bento a deploy ships: it carries the champion", _bento),
     "registry": ("push/pull model versions, bentos and the champion to/from paths.model_remote", _registry),
     "materialize": ("seed the online feature store from the raw snapshot", _materialize),
@@ -139,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "promote":
             sp.add_argument("tag", help="model tag, or 'latest'")
             sp.add_argument("--reason", default="manual promotion", help="recorded in the registry history")
+        if name == "gate":
+            sp.add_argument("--challenger", help="model tag (default: the package stage's last model)")
         if name == "registry":
             sp.add_argument("direction", choices=["push", "pull"])
             sp.add_argument("--remote", help="URL (default: $MODEL_REMOTE, else paths.model_remote)")
@@ -160,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config" and args.schema:
             return _config(None, args)  # type: ignore[arg-type]
-        settings = load_settings(args.params)
-        if args.params:
-            os.environ[PARAMS_ENV] = os.path.abspath(args.params)  # the service reads the same file
-        os.environ.setdefault("BENTOML_HOME", os.path.abspath(settings.paths.bentoml_home))
+        settings = bootstrap(args.params)
         return COMMANDS[args.command][1](settings, args)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)

@@ -9,13 +9,28 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 PARAMS_ENV = "PIPELINES_PARAMS"
 DEFAULT_PARAMS = "params.yaml"
+
+
+class _LocationMarker:
+    """Marks a field as a location: a URL, or a path relative to the params file's directory."""
+
+
+Location = Annotated[str, _LocationMarker()]
+
+
+def _is_location(field: Any) -> bool:
+    return any(isinstance(m, _LocationMarker) for m in field.metadata)
+
+
+def _absolute(value: str, root: Path) -> str:
+    return value if "://" in value or os.path.isabs(value) else str(root / value)
 
 
 class _Frozen(BaseModel):
@@ -62,16 +77,16 @@ class Contract(_Frozen):
 class Paths(_Frozen):
     """Every location is a URL or a path; `s3://bucket/prefix` works for the external ones."""
 
-    source: str = Field("data/source", description="Upstream source: transactions/ and labels/ date partitions.")
-    raw: str = "data/raw"
-    validation: str = "reports/validation"
-    features: str = "data/features"
-    models: str = "models"
-    metrics: str = "metrics"
-    plots: str = "plots"
-    package: str = Field("reports/package.json", description="What the package stage produced (tags).")
-    bentoml_home: str = Field(".bentoml", description="Model and bento store, unless BENTOML_HOME is set.")
-    model_remote: str = Field(".model-storage", description=(
+    source: Location = Field("data/source", description="Upstream source: transactions/ and labels/ date partitions.")
+    raw: Location = "data/raw"
+    validation: Location = "reports/validation"
+    features: Location = "data/features"
+    models: Location = "models"
+    metrics: Location = "metrics"
+    plots: Location = "plots"
+    package: Location = Field("reports/package.json", description="What the package stage produced (tags).")
+    bentoml_home: Location = Field(".bentoml", description="Model and bento store, unless BENTOML_HOME is set.")
+    model_remote: Location = Field(".model-storage", description=(
         "Where `registry push/pull` keep model versions, bentos and the champion pointer between "
         "machines (a CI runner starts empty); s3://bucket/prefix in production."))
 
@@ -180,9 +195,9 @@ class Serving(_Frozen):
     max_records_per_request: int = Field(500, gt=0)
     review_threshold: float = Field(0.2, gt=0, lt=1)
     decline_threshold: float = Field(0.6, gt=0, lt=1)
-    feature_store: str = Field("data/online/features.sqlite", description="SQLite file of the online feature store.")
-    prediction_log: str = Field("data/predictions", description="URL of the partitioned Parquet prediction log.")
-    spool_dir: str = Field("data/online/spool", description="Local spool for log batches the sink refused.")
+    feature_store: Location = Field("data/online/features.sqlite", description="SQLite file of the online feature store.")
+    prediction_log: Location = Field("data/predictions", description="URL of the partitioned Parquet prediction log.")
+    spool_dir: Location = Field("data/online/spool", description="Local spool for log batches the sink refused.")
     log_flush_rows: int = Field(5000, gt=0)
     log_flush_seconds: float = Field(2.0, gt=0)
     reload_seconds: float = Field(1.0, gt=0, description="How often the service checks for a new champion.")
@@ -225,7 +240,7 @@ class Drift(_Frozen):
     min_labelled: int = Field(300, gt=0, description="Labelled rows (with both classes) needed to judge quality.")
     persistence: int = Field(2, gt=0, description="Drift must be seen in this many consecutive checks.")
     cooldown_hours: float = Field(6.0, ge=0, description="No new alarm this long after a retraining.")
-    reports: str = Field("reports/drift", description="Where HTML reports, summaries and the check state go.")
+    reports: Location = Field("reports/drift", description="Where HTML reports, summaries and the check state go.")
 
 
 class Retrain(_Frozen):
@@ -248,6 +263,39 @@ class Settings(_Frozen):
     retrain: Retrain = Retrain()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _root: Path | None = PrivateAttr(None)
+
+    def located(self, root: Path) -> Settings:
+        """A copy whose relative locations (fields typed `Location`) are absolute under `root`;
+        URLs and absolute paths stay as written."""
+        sections = {}
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            if isinstance(section, BaseModel):
+                fields = type(section).model_fields
+                moved = {k: _absolute(getattr(section, k), root) for k, f in fields.items()
+                         if _is_location(f) and getattr(section, k) is not None}
+                if moved:
+                    sections[name] = section.model_copy(update=moved)
+        out = self.model_copy(update=sections)
+        out._root = root.absolute()
+        return out
+
+    @property
+    def root(self) -> Path:
+        """The directory relative locations are resolved against (the params file's); the working
+        directory for settings that were not `located`."""
+        return self._root or Path.cwd()
+
+    def portable(self, location: str) -> str:
+        """`location` as written relative to the root when it lies under it: what versioned
+        outputs record, so that they do not depend on where the checkout is."""
+        if "://" in location or not os.path.isabs(location):
+            return location
+        try:
+            return Path(location).relative_to(self.root).as_posix()
+        except ValueError:
+            return location
 
     @model_validator(mode="after")
     def _slices_are_categorical(self) -> Settings:

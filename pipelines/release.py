@@ -61,6 +61,24 @@ def gate(settings: Settings, challenger: str) -> GateDecision:
     return decision
 
 
+def gate_packaged(settings: Settings, challenger: str | None = None) -> dict:
+    """The gate on `challenger` (default: the model the package stage saved last).
+
+    With nothing new to decide (the challenger already is the champion, e.g. a CI rerun after a
+    docs-only change) it returns `decision: None`; a refusal is a normal outcome, not an error.
+    Raises FileNotFoundError when there is no package record and no challenger was given.
+    """
+    if challenger is None:
+        challenger = storage.read_json(settings.paths.package)["model_tag"]
+    if challenger == registry.champion_tag():
+        return {"challenger": challenger, "decision": None,
+                "message": f"gate: {challenger} is already the champion; nothing to decide"}
+    decision = gate(settings, challenger)
+    verdict = "PROMOTE" if decision.promote else "keep the champion"
+    return {"challenger": challenger, "decision": decision.to_dict(),
+            "message": f"gate: {verdict}: {decision.reason}"}
+
+
 def served_version(url: str) -> str | None:
     """The model version the service reports in /metrics (None if it has none loaded)."""
     text = httpx.get(f"{url}/metrics", timeout=5).text

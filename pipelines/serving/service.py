@@ -28,10 +28,8 @@ import collections
 import datetime as dt
 import gc
 import logging
-import os
 import threading
 import uuid
-from pathlib import Path
 from typing import Annotated
 
 import bentoml
@@ -39,12 +37,12 @@ import numpy as np
 import pydantic_core
 from pydantic import Field, ValidationError
 
-from pipelines.config import DEFAULT_PARAMS, PARAMS_ENV, load_settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.model import TabularModel
 from pipelines.io import registry
 from pipelines.io.feature_store import SQLiteStore
 from pipelines.io.prediction_log import PredictionLog
+from pipelines.runtime import bootstrap
 from pipelines.serving import fastpath, scorer
 from pipelines.serving.batching import AdaptiveBatcher, Overloaded
 from pipelines.serving.edge import JsonOnly
@@ -53,17 +51,9 @@ from pipelines.serving.schema import Score, record_model
 
 log = logging.getLogger("fraud.service")
 
-SETTINGS = load_settings()
 # Relative locations in params are relative to the params file, not to wherever the server
 # starts: a built bento runs from its own directory, and state must never land inside it.
-PARAMS_DIR = Path(os.environ.get(PARAMS_ENV, DEFAULT_PARAMS)).resolve().parent
-
-
-def _located(path: str) -> str:
-    return path if "://" in path or os.path.isabs(path) else str(PARAMS_DIR / path)
-
-
-os.environ.setdefault("BENTOML_HOME", _located(SETTINGS.paths.bentoml_home))
+SETTINGS = bootstrap()
 SERVING = SETTINGS.serving
 SPEC = FeatureSpec.from_settings(SETTINGS)
 Transaction = record_model(SETTINGS.contract)
@@ -119,11 +109,11 @@ class FraudService:
         self._current: tuple[TabularModel, str] | None = None
         self._stop = threading.Event()
         self._load_champion()
-        self.store = SQLiteStore(_located(SERVING.feature_store), SPEC) if SPEC.has_history else None
+        self.store = SQLiteStore(SERVING.feature_store, SPEC) if SPEC.has_history else None
         self.predictions = PredictionLog(
-            _located(SERVING.prediction_log), timestamp_column=SETTINGS.contract.timestamp,
+            SERVING.prediction_log, timestamp_column=SETTINGS.contract.timestamp,
             flush_rows=SERVING.log_flush_rows, flush_seconds=SERVING.log_flush_seconds,
-            spool_dir=_located(SERVING.spool_dir),
+            spool_dir=SERVING.spool_dir,
         )
         self.batcher = (AdaptiveBatcher(self.score_batch, SERVING.max_batch_size, SERVING.max_queue_records)
                         if SERVING.batching == "adaptive" else None)

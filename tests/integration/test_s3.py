@@ -41,12 +41,13 @@ STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "package"]
 
 def ci_checkout(repo: Path) -> Path:
     """What a CI runner has after checkout + `make install`: the project's Makefile, ignores
-    and DVC config, and the installed environment (this one, linked)."""
+    and DVC config, and the installed environment and tools (this checkout's, linked)."""
     for name in ("Makefile", ".gitignore", ".dvc/config"):
         shutil.copy(ROOT / name, repo / name)
     for name in ("pyproject.toml", "uv.lock"):  # mtimes kept: the linked venv counts as synced
         shutil.copy2(ROOT / name, repo / name)
-    (repo / ".venv").symlink_to(ROOT / ".venv")
+    for name in (".venv", ".tools"):
+        (repo / name).symlink_to(ROOT / name)
     return repo
 
 
