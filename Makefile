@@ -31,8 +31,8 @@ train: install  ## train with DVC (a missing local source is simulated first)
 	python -m pipelines simulate --if-missing
 	dvc repro
 
-demo: install  ## the main job: simulate, train, deploy, drift, retrain on its own, serve the new champion
-	python -m flows.demo
+demo: install  ## the main job: simulate, train, deploy, drift, retrain on its own, serve the new champion (in .demo/)
+	python -m pipelines demo
 
 orchestrate: install  ## the Prefect server (UI on 127.0.0.1:4200) and every deployment, until Ctrl-C
 	PREFECT_HOME=$(CURDIR)/.prefect prefect server start --host 127.0.0.1 --port 4200 & \
@@ -52,9 +52,11 @@ push: install  ## the reverse of pull
 	dvc push $(if $(DVC_REMOTE),-r $(DVC_REMOTE))
 	python -m pipelines registry push $(if $(MODEL_REMOTE),--remote $(MODEL_REMOTE))
 
-rollout:  ## point the deployment at a new image (needs kubectl and a cluster: CI only)
+rollout:  ## apply deploy/k8s with the new image (needs kubectl and a cluster: CI only)
 	@test -n "$(IMAGE)" && test -n "$(TARGET)" || { echo "usage: make rollout IMAGE=... TARGET=<kube context>"; exit 2; }
-	kubectl --context "$(TARGET)" set image deployment/fraud-service fraud-service="$(IMAGE)"
+	kubectl --context "$(TARGET)" apply -f deploy/k8s/configmap.yaml -f deploy/k8s/service.yaml
+	kubectl set image --local -f deploy/k8s/deployment.yaml fraud-service="$(IMAGE)" -o yaml \
+	  | kubectl --context "$(TARGET)" apply -f -
 	kubectl --context "$(TARGET)" rollout status deployment/fraud-service --timeout=10m
 
 serve: install  ## serve the champion (promote one first: python -m pipelines promote latest)
@@ -67,9 +69,11 @@ test: install  ## the whole test suite
 test-fast: install
 	python -m pytest -m "not integration and not e2e and not slow"
 
-lint: install
-	ruff check pipelines tests bench
+lint: install  ## ruff (lint and format), mypy, and the architecture's import rules
+	ruff check pipelines flows tests bench
+	ruff format --check pipelines flows tests bench
 	mypy
+	lint-imports
 
 bench: install
 	python bench/model_quality.py

@@ -2,7 +2,7 @@
 
     python bench/drift_check.py [--sizes 100000 1000000] [--seed 7]
 
-1. Cost: `monitoring.drift_check` on a prediction log holding N rows in the window (plus as many
+1. Cost: the drift-check job (`pipelines.jobs.drift_check.run`) on a prediction log holding N rows in the window (plus as many
    rows scored the day before, which it must skip), a 300k-row training table, 1M labels and a
    champion in a temporary BENTOML_HOME. Each size runs in a fresh process: wall time of the
    first check (cold: Evidently and BentoML are imported on first use), of a second check
@@ -32,18 +32,25 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import simulate  # noqa: E402
 from pipelines.config import Drift, Settings, parse_settings  # noqa: E402
-from pipelines.core.drift import DriftResult, check, columns_to_check  # noqa: E402
+from pipelines.core.drift import CHECKS, DriftResult, columns_to_check  # noqa: E402
 from pipelines.core.features import FeatureSpec, build_features  # noqa: E402
 from pipelines.core.model import TabularModel, fit  # noqa: E402
-from pipelines.io import storage  # noqa: E402
+from pipelines.io import source, storage  # noqa: E402
+from pipelines.io.drift_report import check  # noqa: E402
+from pipelines.sources import simulator  # noqa: E402
 
 S = Settings()
 C = S.contract
 SPEC = FeatureSpec.from_settings(S)
 START = dt.date(2026, 1, 1)
-WORLD = {"cards": 800, "days": 30, "tx_per_day": 3000, "start": START, "scenario_start": START + dt.timedelta(days=22)}
+WORLD = {
+    "cards": 800,
+    "days": 30,
+    "tx_per_day": 3000,
+    "start": START,
+    "scenario_start": START + dt.timedelta(days=22),
+}
 REFERENCE_END = pd.Timestamp(START + dt.timedelta(days=20))
 CURRENT_START = pd.Timestamp(START + dt.timedelta(days=23))
 RECOMMENDED = {"drift_share": 0.25, "num_threshold": 0.2}
@@ -54,18 +61,27 @@ FILE_ROWS = 5000  # PredictionLog's flush_rows under load: one file per 5000 rec
 @functools.cache
 def world(scenario: str, seed: int) -> pd.DataFrame:
     cfg = S.simulate.model_copy(update={**WORLD, "seed": seed, "scenario": scenario})
-    tx, labels = simulate.generate(cfg)
+    tx, labels = simulator.generate(cfg)
     table = pd.concat([tx[[C.id, C.timestamp, C.entity]], build_features(tx, SPEC)], axis=1)
     return table.merge(labels, on=C.id, how="left", validate="one_to_one")
 
 
 def split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ts = table[C.timestamp]
-    return table[ts < REFERENCE_END].reset_index(drop=True), table[ts >= CURRENT_START].reset_index(drop=True)
+    return table[ts < REFERENCE_END].reset_index(drop=True), table[ts >= CURRENT_START].reset_index(
+        drop=True
+    )
 
 
 def train(reference: pd.DataFrame, seed: int) -> TabularModel:
-    return fit("lightgbm", reference[SPEC.names], reference[C.target].to_numpy(), SPEC, S.train.lightgbm, seed)
+    return fit(
+        "lightgbm",
+        reference[SPEC.names],
+        reference[C.target].to_numpy(),
+        SPEC,
+        S.train.lightgbm,
+        seed,
+    )
 
 
 # --- cost -------------------------------------------------------------------------------------
@@ -78,21 +94,39 @@ def tiled(frame: pd.DataFrame, n: int, tag: str) -> pd.DataFrame:
     return out
 
 
-def write_log(url: str, rows: pd.DataFrame, scored_from: dt.datetime, scored_to: dt.datetime,
-              model: TabularModel) -> None:
+def write_log(
+    url: str,
+    rows: pd.DataFrame,
+    scored_from: dt.datetime,
+    scored_to: dt.datetime,
+    model: TabularModel,
+) -> None:
     """PredictionLog's layout and names, written directly so the flush stamps can lie in the past."""
     n = len(rows)
     scored = scored_from + (scored_to - scored_from) * (np.arange(n) / max(n - 1, 1))
-    log = pd.concat([rows[[C.id, C.timestamp, C.entity, *SPEC.names]], pd.DataFrame({
-        "probability": model.predict_proba(rows[SPEC.names]),
-        "decision": "approve", "model_version": "fraud-model:bench", "unknown_categories": "",
-        "batch_id": "b", "scored_at": pd.Series(scored).astype("datetime64[us]"),
-    })], axis=1)
+    log = pd.concat(
+        [
+            rows[[C.id, C.timestamp, C.entity, *SPEC.names]],
+            pd.DataFrame(
+                {
+                    "probability": model.predict_proba(rows[SPEC.names]),
+                    "decision": "approve",
+                    "model_version": "fraud-model:bench",
+                    "unknown_categories": "",
+                    "batch_id": "b",
+                    "scored_at": pd.Series(scored).astype("datetime64[us]"),
+                }
+            ),
+        ],
+        axis=1,
+    )
     for lo in range(0, n, FILE_ROWS):
-        part = log.iloc[lo:lo + FILE_ROWS]
+        part = log.iloc[lo : lo + FILE_ROWS]
         flushed = pd.Timestamp(part["scored_at"].max()) + pd.Timedelta(seconds=2)
         day = pd.Timestamp(part[C.timestamp].iloc[0]).date()
-        name = f"date={day}/part-{flushed:%Y%m%dT%H%M%S%f}Z-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        name = (
+            f"date={day}/part-{flushed:%Y%m%dT%H%M%S%f}Z-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        )
         storage.write_parquet(part, storage.join(url, name))
 
 
@@ -112,19 +146,30 @@ def champion(root: Path, seed: int) -> TabularModel:
 def prepare(root: Path, n: int, seed: int, model: TabularModel) -> tuple[dict, dt.datetime]:
     """Everything a drift check reads, for a window of `n` logged rows; (params, now)."""
     reference, current = split(world("covariate_shift", seed))
-    params = {"paths": {"source": str(root / "source"), "features": str(root / "features")},
-              "serving": {"prediction_log": str(root / "predictions")}, "drift": {"reports": str(root / "reports")}}
+    params = {
+        "paths": {"source": str(root / "source"), "features": str(root / "features")},
+        "serving": {"prediction_log": str(root / "predictions")},
+        "drift": {"reports": str(root / "reports")},
+    }
     settings = parse_settings(params)
-    storage.write_parquet(tiled(reference, REFERENCE_ROWS, "r")[[C.id, C.timestamp, C.entity, C.target, *SPEC.names]],
-                          storage.join(settings.paths.features, "train.parquet"))
+    storage.write_parquet(
+        tiled(reference, REFERENCE_ROWS, "r")[[C.id, C.timestamp, C.entity, C.target, *SPEC.names]],
+        storage.join(settings.paths.features, "train.parquet"),
+    )
     now = dt.datetime(2026, 2, 1, 12)
     window = tiled(current, n, "w")
     yesterday = tiled(current, n, "y")
     write_log(settings.serving.prediction_log, window, now - dt.timedelta(hours=23), now, model)
-    write_log(settings.serving.prediction_log, yesterday, now - dt.timedelta(hours=50), now - dt.timedelta(hours=26), model)
+    write_log(
+        settings.serving.prediction_log,
+        yesterday,
+        now - dt.timedelta(hours=50),
+        now - dt.timedelta(hours=26),
+        model,
+    )
     labels = pd.concat([window, yesterday])[[C.id, C.target, C.label_timestamp]]
-    for day, part in simulate.split_by_day(labels, C.label_timestamp).items():
-        storage.write_partition(part, storage.join(settings.paths.source, "labels"), day)
+    for day, part in source.split_by_day(labels, C.label_timestamp).items():
+        storage.write_partition(part, storage.join(settings.paths.source, source.LABELS), day)
     return params, now
 
 
@@ -132,19 +177,25 @@ def measure(params: dict, now: dt.datetime) -> dict:
     """In this (fresh) process: the imports a check pulls in, then two checks, and the peak RSS."""
     t0 = time.perf_counter()
     import bentoml  # noqa: F401  (registry.load imports it)
-    import evidently.presets  # noqa: F401  (core.drift imports it on first use)
+    import evidently.presets  # noqa: F401  (io.drift_report imports it on first use)
 
-    from pipelines import monitoring
+    from pipelines.jobs import drift_check
 
     settings = parse_settings(params)
     t1 = time.perf_counter()
-    first = monitoring.drift_check(settings, now)
+    first = drift_check.run(settings, now)
     t2 = time.perf_counter()
-    monitoring.drift_check(settings, now + dt.timedelta(minutes=15))
+    drift_check.run(settings, now + dt.timedelta(minutes=15))
     t3 = time.perf_counter()
-    return {"import_s": t1 - t0, "first_s": t2 - t1, "warm_s": t3 - t2, "rows": first["rows"],
-            "detected": first["detected"], "drifted": first["drifted_columns"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "import_s": t1 - t0,
+        "first_s": t2 - t1,
+        "warm_s": t3 - t2,
+        "rows": first["rows"],
+        "detected": first["detected"],
+        "drifted": first["drifted_columns"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def cost(sizes: list[int], seed: int) -> list[dict]:
@@ -156,8 +207,13 @@ def cost(sizes: list[int], seed: int) -> list[dict]:
             root = Path(tmp) / f"n{n}"
             params, now = prepare(root, n, seed, model)
             job = json.dumps({"params": params, "now": now.isoformat()})
-            out = subprocess.run([sys.executable, __file__, "--measure", job], env=env,
-                                 capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure", job],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode != 0:
                 raise SystemExit(f"measurement for {n:,} rows failed:\n{out.stderr[-3000:]}")
             rows.append({"logged_rows": n, **json.loads(out.stdout.strip().splitlines()[-1])})
@@ -170,8 +226,14 @@ def cost(sizes: list[int], seed: int) -> list[dict]:
 def verdicts(seed: int) -> list[dict]:
     base = S.drift
     recommended = Drift.model_validate({**base.model_dump(), **RECOMMENDED})
-    cases = [("none", seed), ("none", seed + 1), ("none", seed + 2),
-             ("covariate_shift", seed), ("new_category", seed), ("concept_shift", seed)]
+    cases = [
+        ("none", seed),
+        ("none", seed + 1),
+        ("none", seed + 2),
+        ("covariate_shift", seed),
+        ("new_category", seed),
+        ("concept_shift", seed),
+    ]
     models: dict[int, TabularModel] = {}
     out = []
     for scenario, s in cases:
@@ -190,12 +252,14 @@ def verdicts(seed: int) -> list[dict]:
 
 
 def flags(r: DriftResult) -> str:
-    kinds = [k for k, on in (("data", r.data_drift), ("pred", r.prediction_drift), ("quality", r.quality_drift)) if on]
+    kinds = [c.name.removesuffix("_drift") for c in CHECKS if r.found(c.name)]
     return ("DETECTED " + "+".join(kinds)) if r.detected else "-"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--seed", type=int, default=S.simulate.seed)
     p.add_argument("--measure", help=argparse.SUPPRESS)
@@ -205,27 +269,43 @@ def main() -> None:
         print(json.dumps(measure(job["params"], dt.datetime.fromisoformat(job["now"]))))
         return
 
-    print(f"drift check cost (window rows + as many older rows skipped; reference {REFERENCE_ROWS:,} rows;"
-          f" sample_rows {S.drift.sample_rows:,}; {os.cpu_count()} CPUs)")
-    print(f"{'logged rows':>12} {'imports s':>10} {'1st check s':>12} {'cold total s':>13} {'warm s':>7}"
-          f" {'peak RSS MB':>12} {'rows in window':>15}  verdict")
+    print(
+        f"drift check cost (window rows + as many older rows skipped; reference {REFERENCE_ROWS:,} rows;"
+        f" sample_rows {S.drift.sample_rows:,}; {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"{'logged rows':>12} {'imports s':>10} {'1st check s':>12} {'cold total s':>13} {'warm s':>7}"
+        f" {'peak RSS MB':>12} {'rows in window':>15}  verdict"
+    )
     for r in cost(a.sizes, a.seed):
-        print(f"{r['logged_rows']:>12,} {r['import_s']:>10.2f} {r['first_s']:>12.2f} {r['import_s'] + r['first_s']:>13.2f}"
-              f" {r['warm_s']:>7.2f} {r['peak_rss_mb']:>12.0f} {r['rows']:>15,}"
-              f"  {'detected ' + ','.join(r['drifted']) if r['detected'] else '-'}")
-    print("target: 1M rows < 10 s. cold = a fresh process (importing Evidently alone takes 5-6 s here);"
-          " warm = a long-lived worker's second check\n")
+        print(
+            f"{r['logged_rows']:>12,} {r['import_s']:>10.2f} {r['first_s']:>12.2f} {r['import_s'] + r['first_s']:>13.2f}"
+            f" {r['warm_s']:>7.2f} {r['peak_rss_mb']:>12.0f} {r['rows']:>15,}"
+            f"  {'detected ' + ','.join(r['drifted']) if r['detected'] else '-'}"
+        )
+    print(
+        "target: 1M rows < 10 s. cold = a fresh process (importing Evidently alone takes 5-6 s here);"
+        " warm = a long-lived worker's second check\n"
+    )
 
-    print(f"verdicts: defaults {S.drift.drift_share=}, {S.drift.num_threshold=}, {S.drift.min_quality=} vs recommended {RECOMMENDED}")
-    print(f"{'scenario':<16} {'seed':>4} {'amount':>7} {'categ':>6} {'country':>7} {'channel':>7} {'pred':>6} {'ROC-AUC':>8}"
-          f"  {'default':<22} recommended")
+    print(
+        f"verdicts: defaults {S.drift.drift_share=}, {S.drift.num_threshold=}, {S.drift.min_quality=} vs recommended {RECOMMENDED}"
+    )
+    print(
+        f"{'scenario':<16} {'seed':>4} {'amount':>7} {'categ':>6} {'country':>7} {'channel':>7} {'pred':>6} {'ROC-AUC':>8}"
+        f"  {'default':<22} recommended"
+    )
     for row in verdicts(a.seed):
         d, r = row["default"], row["recommended"]
-        sc = {k: v["score"] for k, v in d.column_scores.items()}
-        auc = d.quality["roc_auc"] if d.quality else float("nan")
-        pred = d.prediction["score"] if d.prediction else float("nan")
-        print(f"{row['scenario']:<16} {row['seed']:>4} {sc['amount']:>7.3f} {sc['merchant_category']:>6.3f}"
-              f" {sc['merchant_country']:>7.3f} {sc['channel']:>7.3f} {pred:>6.3f} {auc:>8.3f}  {flags(d):<22} {flags(r)}")
+        m = d.measurement
+        assert m is not None
+        sc = {k: v.score for k, v in m.columns.items()}
+        auc = m.quality.roc_auc if m.quality else float("nan")
+        pred = m.prediction.score if m.prediction else float("nan")
+        print(
+            f"{row['scenario']:<16} {row['seed']:>4} {sc['amount']:>7.3f} {sc['merchant_category']:>6.3f}"
+            f" {sc['merchant_country']:>7.3f} {sc['channel']:>7.3f} {pred:>6.3f} {auc:>8.3f}  {flags(d):<22} {flags(r)}"
+        )
 
 
 if __name__ == "__main__":

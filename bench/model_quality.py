@@ -21,16 +21,18 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import simulate  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 from pipelines.core import metrics  # noqa: E402
+from pipelines.core.dataset import join_labels  # noqa: E402
 from pipelines.core.features import FeatureSpec, build_features  # noqa: E402
 from pipelines.core.model import fit  # noqa: E402
-from pipelines.stages.ingest import join_labels  # noqa: E402
+from pipelines.sources import simulator  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--days", type=int, default=90)
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args()
@@ -40,13 +42,24 @@ def main() -> None:
     shift = args.days - 30
 
     def data(scenario: str) -> tuple[pd.DataFrame, object]:
-        cfg = base.simulate.model_copy(update={"days": args.days, "seed": args.seed, "scenario": scenario,
-                                               "scenario_start": start + dt.timedelta(days=shift)})
-        tx, labels = simulate.generate(cfg)
-        return join_labels(tx, labels, base), cfg
+        cfg = base.simulate.model_copy(
+            update={
+                "days": args.days,
+                "seed": args.seed,
+                "scenario": scenario,
+                "scenario_start": start + dt.timedelta(days=shift),
+            }
+        )
+        tx, labels = simulator.generate(cfg)
+        return join_labels(tx, labels, base.contract), cfg
 
-    def aucs(raw: pd.DataFrame, feats: pd.DataFrame, spec: FeatureSpec, train: tuple[int, int],
-             *tests: tuple[int, int]) -> list[float]:
+    def aucs(
+        raw: pd.DataFrame,
+        feats: pd.DataFrame,
+        spec: FeatureSpec,
+        train: tuple[int, int],
+        *tests: tuple[int, int],
+    ) -> list[float]:
         """One model fitted on the `train` days, its ROC-AUC on each of the `tests` day ranges."""
         ts, y = raw[base.contract.timestamp], raw[base.contract.target]
 
@@ -54,13 +67,26 @@ def main() -> None:
             return ((ts >= day(span[0])) & (ts < day(span[1]))).to_numpy()
 
         tr = days(train)
-        model = fit("lightgbm", feats[tr], y[tr].to_numpy(dtype=int), spec, base.train.lightgbm, base.train.seed)
-        return [metrics.summary(y[te].to_numpy(dtype=int), model.predict_proba(feats[te]), 0.01)["roc_auc"]
-                for te in map(days, tests)]
+        model = fit(
+            "lightgbm",
+            feats[tr],
+            y[tr].to_numpy(dtype=int),
+            spec,
+            base.train.lightgbm,
+            base.train.seed,
+        )
+        return [
+            metrics.summary(y[te].to_numpy(dtype=int), model.predict_proba(feats[te]), 0.01)[
+                "roc_auc"
+            ]
+            for te in map(days, tests)
+        ]
 
     t0 = time.perf_counter()
     spec = FeatureSpec.from_settings(base)
-    no_history = FeatureSpec(base.contract.model_copy(update={"entity": None, "novelty": ()}), spec.windows_hours)
+    no_history = FeatureSpec(
+        base.contract.model_copy(update={"entity": None, "novelty": ()}), spec.windows_hours
+    )
     none, _ = data("none")
     holdout = (args.days - 21, args.days)
     [full] = aucs(none, build_features(none, spec), spec, (0, args.days - 21), holdout)
@@ -73,8 +99,10 @@ def main() -> None:
     [retrained] = aucs(shifted, shifted_feats, spec, (shift, args.days - 14), new)
 
     rate = none[base.contract.target].mean()
-    print(f"\n{len(none):,} transactions over {args.days} days, fraud rate {rate:.2%}, seed {args.seed} "
-          f"({time.perf_counter() - t0:.0f} s)\n")
+    print(
+        f"\n{len(none):,} transactions over {args.days} days, fraud rate {rate:.2%}, seed {args.seed} "
+        f"({time.perf_counter() - t0:.0f} s)\n"
+    )
     rows = [
         ("LightGBM ROC-AUC, no-drift holdout (target 0.85-0.97)", f"{full:.4f}"),
         ("  without history features", f"{flat:.4f}"),
@@ -83,8 +111,10 @@ def main() -> None:
         ("  old model on the new period", f"{old_on_new:.4f}"),
         ("  loss (target >= 0.05)", f"{before - old_on_new:+.4f}"),
         ("  model retrained on post-shift data, same period", f"{retrained:.4f}"),
-        ("  share of the loss won back (target >= 0.5)",
-         f"{(retrained - old_on_new) / max(before - old_on_new, 1e-9):.2f}"),
+        (
+            "  share of the loss won back (target >= 0.5)",
+            f"{(retrained - old_on_new) / max(before - old_on_new, 1e-9):.2f}",
+        ),
     ]
     print("| measure | value |\n|---|---|")
     for name, value in rows:

@@ -25,8 +25,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "package"]
-ENV = {**os.environ, "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true",
-       "GX_ANALYTICS_ENABLED": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+ENV = {
+    **os.environ,
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+}
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
@@ -47,11 +53,16 @@ def sized_repo(dest: Path, rows: int) -> Path:
     from tests.conftest import make_repo
 
     days = 90
-    start = dt.date.fromisoformat(str(yaml.safe_load((ROOT / "params.yaml").read_text())["simulate"]["start"]))
-    return make_repo(dest, {
-        "simulate": {"days": days, "tx_per_day": rows // days, "cards": max(1000, rows // 250)},
-        "ingest": {"start": str(start), "end": str(start + dt.timedelta(days=days))},
-    })
+    start = dt.date.fromisoformat(
+        str(yaml.safe_load((ROOT / "params.yaml").read_text())["simulate"]["start"])
+    )
+    return make_repo(
+        dest,
+        {
+            "simulate": {"days": days, "tx_per_day": rows // days, "cards": max(1000, rows // 250)},
+            "ingest": {"start": str(start), "end": str(start + dt.timedelta(days=days))},
+        },
+    )
 
 
 def fit_alone(repo: Path) -> float:
@@ -78,25 +89,43 @@ def bench(rows: int, workdir: Path) -> dict:
     result["simulate"] = timed([sys.executable, "-m", "pipelines", "simulate"], repo)
     for stage in STAGES:
         result[stage] = timed(["dvc", "repro", "-s", stage], repo)
-        print(f"  {rows:>9,} {stage:<10} {result[stage][0]:7.1f} s  {result[stage][1]:5.2f} GB", flush=True)
+        print(
+            f"  {rows:>9,} {stage:<10} {result[stage][0]:7.1f} s  {result[stage][1]:5.2f} GB",
+            flush=True,
+        )
     result["fit"] = fit_alone(repo)
     return result
 
 
 def table(results: list[dict]) -> str:
-    head = ["rows", *[f"{s} s" for s in STAGES], "repro s", "peak RSS GB", "fit alone s", "repro/fit"]
+    head = [
+        "rows",
+        *[f"{s} s" for s in STAGES],
+        "repro s",
+        "peak RSS GB",
+        "fit alone s",
+        "repro/fit",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         total = sum(r[s][0] for s in STAGES)
         peak = max(r[s][1] for s in STAGES)
-        cells = [f"{r['rows']:,}", *[f"{r[s][0]:.1f}" for s in STAGES], f"{total:.1f}", f"{peak:.2f}",
-                 f"{r['fit']:.1f}", f"{total / r['fit']:.2f}x"]
+        cells = [
+            f"{r['rows']:,}",
+            *[f"{r[s][0]:.1f}" for s in STAGES],
+            f"{total:.1f}",
+            f"{peak:.2f}",
+            f"{r['fit']:.1f}",
+            f"{total / r['fit']:.2f}x",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--keep", type=Path, help="keep the work directories here")
     args = p.parse_args()
@@ -107,7 +136,9 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print("\nPipeline scaling (dvc repro -s <stage>, each stage timed alone; package includes the bento build)")
+    print(
+        "\nPipeline scaling (dvc repro -s <stage>, each stage timed alone; package includes the bento build)"
+    )
     print(table(results))
 
 

@@ -36,10 +36,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-ENV = {**os.environ, "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true",
-       "GX_ANALYTICS_ENABLED": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-PARAMS = {"simulate": {"cards": 2000, "days": 24, "tx_per_day": 4000, "start": "2026-01-01"},
-          "ingest": {"start": "2026-01-01", "end": "2026-01-21"}, "split": {"test_days": 6}}
+ENV = {
+    **os.environ,
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+}
+PARAMS = {
+    "simulate": {"cards": 2000, "days": 24, "tx_per_day": 4000, "start": "2026-01-01"},
+    "ingest": {"start": "2026-01-01", "end": "2026-01-21"},
+    "split": {"test_days": 6},
+}
 LUA = r"""
 local counter = 0
 request = function()
@@ -65,7 +74,11 @@ PIN = True
 
 
 def pin(core: int) -> list[str]:
-    return ["taskset", "-c", str(core)] if PIN and (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
+    return (
+        ["taskset", "-c", str(core)]
+        if PIN and (os.cpu_count() or 1) > 1 and shutil.which("taskset")
+        else []
+    )
 
 
 def build_repo(dest: Path) -> Path:
@@ -94,7 +107,13 @@ def start(variant: str, repo: Path, workers: int) -> tuple[subprocess.Popen, str
     if variant == "bare":
         cmd = [*pin(0), sys.executable, __file__, "--bare", str(port)]
         env = {**ENV, "PIPELINES_PARAMS": str(repo / "params.yaml")}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_ready(url, proc, "/")
         return proc, url
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -102,20 +121,54 @@ def start(variant: str, repo: Path, workers: int) -> tuple[subprocess.Popen, str
     variant_params = repo / f"params-{variant}.yaml"
     variant_params.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**ENV, "BENTOML_HOME": str(repo / ".bentoml"), "PIPELINES_PARAMS": str(variant_params)}
-    cmd = [*pin(0), "bentoml", "serve", "pipelines.serving.service:FraudService", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        *pin(0),
+        "bentoml",
+        "serve",
+        "pipelines.serving.service:FraudService",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_ready(url, proc)
     for i in range(20):  # warm-up, sequential: lets BentoML's dispatcher calibrate
-        httpx.post(url + "/score", json={"records": [{
-            "transaction_id": f"warm-{variant}-{i}", "ts": "2026-01-22T09:00:00", "card_id": "c000001",
-            "amount": 1.0, "merchant_category": "grocery", "merchant_country": "US", "channel": "pos"}]}, timeout=30)
+        httpx.post(
+            url + "/score",
+            json={
+                "records": [
+                    {
+                        "transaction_id": f"warm-{variant}-{i}",
+                        "ts": "2026-01-22T09:00:00",
+                        "card_id": "c000001",
+                        "amount": 1.0,
+                        "merchant_category": "grocery",
+                        "merchant_country": "US",
+                        "channel": "pos",
+                    }
+                ]
+            },
+            timeout=30,
+        )
     return proc, url
 
 
 def batch_stats(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics", timeout=10).text
-    total = sum(float(v) for v in re.findall(r"^fraud_batch_size_sum(?:\{[^}]*\})? (\S+)", text, re.M))
-    count = sum(float(v) for v in re.findall(r"^fraud_batch_size_count(?:\{[^}]*\})? (\S+)", text, re.M))
+    total = sum(
+        float(v) for v in re.findall(r"^fraud_batch_size_sum(?:\{[^}]*\})? (\S+)", text, re.M)
+    )
+    count = sum(
+        float(v) for v in re.findall(r"^fraud_batch_size_count(?:\{[^}]*\})? (\S+)", text, re.M)
+    )
     return total, count
 
 
@@ -129,7 +182,10 @@ def cpu_seconds(root: int) -> float:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, ticks
+        stats[int(stat.parent.name)] = (
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+        )  # ppid, ticks
     tree, total = {root}, 0
     for _ in range(4):  # arbiter -> workers (-> their helpers)
         tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
@@ -137,19 +193,36 @@ def cpu_seconds(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, concurrency: int, duration: int, script: Path, variant: str, server: int) -> dict:
+def measure(
+    url: str, concurrency: int, duration: int, script: Path, variant: str, server: int
+) -> dict:
     before = batch_stats(url) if variant != "bare" else (0.0, 0.0)
     cpu_before = cpu_seconds(server)
-    cmd = [*pin(1), "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    cmd = [
+        *pin(1),
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=True).stdout
     cpu = cpu_seconds(server) - cpu_before
     rps, p50, p99, non2xx, errors = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out).groups()  # type: ignore[union-attr]
     after = batch_stats(url) if variant != "bare" else (0.0, 0.0)
     batches = after[1] - before[1]
     requests = float(rps) * duration
-    return {"rps": float(rps), "p50": float(p50), "p99": float(p99), "non2xx": int(non2xx) + int(errors),
-            "batch": (after[0] - before[0]) / batches if batches else float("nan"),
-            "cpu_us": cpu / requests * 1e6 if requests else float("nan")}
+    return {
+        "rps": float(rps),
+        "p50": float(p50),
+        "p99": float(p99),
+        "non2xx": int(non2xx) + int(errors),
+        "batch": (after[0] - before[0]) / batches if batches else float("nan"),
+        "cpu_us": cpu / requests * 1e6 if requests else float("nan"),
+    }
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -175,8 +248,17 @@ def bare_app(port: int) -> None:
     class Input(BaseModel):
         records: list[Transaction]  # type: ignore[valid-type]
 
-    body_out = json.dumps([{"transaction_id": "x", "probability": 0.01, "decision": "approve",
-                            "model_version": "constant", "unknown_categories": []}]).encode()
+    body_out = json.dumps(
+        [
+            {
+                "transaction_id": "x",
+                "probability": 0.01,
+                "decision": "approve",
+                "model_version": "constant",
+                "unknown_categories": [],
+            }
+        ]
+    ).encode()
 
     async def app(scope: dict, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -189,14 +271,22 @@ def bare_app(port: int) -> None:
                 break
         if scope["method"] == "POST":
             Input.model_validate_json(body)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body_out})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--workers", type=int, default=1)
@@ -220,19 +310,27 @@ def main() -> None:
             proc, url = start(variant, repo, args.workers)
             try:
                 for c in args.concurrency:
-                    results[variant, c] = r = measure(url, c, args.duration, script, variant, proc.pid)
-                    print(f"  {variant:<9} c={c:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  "
-                          f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  server CPU/req {r['cpu_us']:.0f} µs",
-                          flush=True)
+                    results[variant, c] = r = measure(
+                        url, c, args.duration, script, variant, proc.pid
+                    )
+                    print(
+                        f"  {variant:<9} c={c:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  "
+                        f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  server CPU/req {r['cpu_us']:.0f} µs",
+                        flush=True,
+                    )
             finally:
                 stop(proc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     placement = "server on core 0 and wrk on core 1" if PIN else "server and wrk unpinned"
-    print(f"\nSingle-record requests, wrk {args.duration} s per cell, server workers={args.workers}, {placement}\n")
-    print("| variant | concurrency | req/s | p50 ms | p99 ms | non-2xx | mean batch | server CPU µs/req "
-          "| vs ceiling | vs off |")
+    print(
+        f"\nSingle-record requests, wrk {args.duration} s per cell, server workers={args.workers}, {placement}\n"
+    )
+    print(
+        "| variant | concurrency | req/s | p50 ms | p99 ms | non-2xx | mean batch | server CPU µs/req "
+        "| vs ceiling | vs off |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (variant, c), r in results.items():
         ceiling = results.get(("bare", c), {}).get("rps")
@@ -240,8 +338,11 @@ def main() -> None:
         batch = "-" if variant == "bare" else f"{r['batch']:.1f}"
         vs_ceiling = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
         vs_off = f"{r['rps'] / off:.2f}x" if off else "-"
-        print(f"| {variant} | {c} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['non2xx']:,} | "
-              f"{batch} | {r['cpu_us']:,.0f} | {vs_ceiling} | {vs_off} |")
+        print(
+            f"| {variant} | {c} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['non2xx']:,} | "
+            f"{batch} | {r['cpu_us']:,.0f} | {vs_ceiling} | {vs_off} |"
+        )
+
 
 if __name__ == "__main__":
     main()

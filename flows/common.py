@@ -39,5 +39,7 @@ def run_from_command_line(flow: Callable[..., Any], **parameters: Any) -> Any:
 
     if os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
         return flow(**parameters)
-    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}):
+    with temporary_settings(
+        updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}
+    ):
         return flow(**parameters)

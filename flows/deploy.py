@@ -12,17 +12,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import run_from_command_line, settings
-from pipelines import release
+from pipelines.jobs import gate as gate_job
+from pipelines.jobs import rollout as rollout_job
 
 
 @task
 def gate(challenger: str | None) -> dict:
-    return release.gate_packaged(settings(), challenger)
+    """The gate on `challenger` (default: the packaged model); see jobs.gate.gate_packaged."""
+    return gate_job.gate_packaged(settings(), challenger)
 
 
 @task(retries=1, retry_delay_seconds=5)
 def rollout(tag: str) -> dict:
-    return release.await_rollout(settings(), tag)
+    """Wait until the running service serves `tag`, then smoke-check it (jobs.rollout)."""
+    return rollout_job.await_rollout(settings(), tag)
 
 
 @flow(name="deploy", log_prints=True)
@@ -33,12 +36,12 @@ def deploy(challenger: str | None = None, rollout_to_service: bool = True) -> di
     decision, challenger = result["decision"], result["challenger"]
     if decision is None:
         return result
-    if decision["promote"] and rollout_to_service:
+    if decision["promote"] and rollout_to_service and settings().deploy.service_url:
         result["rollout"] = rollout(challenger)
     create_markdown_artifact(
         key="deploy-decision",
         markdown=f"**{'Promoted' if decision['promote'] else 'Not promoted'}** `{challenger}`\n\n"
-                 f"{decision['reason']}\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```",
+        f"{decision['reason']}\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```",
         description="Champion/challenger gate",
     )
     return result
@@ -47,8 +50,14 @@ def deploy(challenger: str | None = None, rollout_to_service: bool = True) -> di
 if __name__ == "__main__":
     import argparse
 
-    p = argparse.ArgumentParser(description="Gate the packaged model (or --challenger TAG) and roll it out.")
+    p = argparse.ArgumentParser(
+        description="Gate the packaged model (or --challenger TAG) and roll it out."
+    )
     p.add_argument("--challenger", help="model tag (default: the package stage's last model)")
-    p.add_argument("--no-rollout", action="store_true", help="gate and promote only; no running service needed")
+    p.add_argument(
+        "--no-rollout", action="store_true", help="gate and promote only; no running service needed"
+    )
     args = p.parse_args()
-    run_from_command_line(deploy, challenger=args.challenger, rollout_to_service=not args.no_rollout)
+    run_from_command_line(
+        deploy, challenger=args.challenger, rollout_to_service=not args.no_rollout
+    )

@@ -1,48 +1,48 @@
-"""retraining: move the training window to the newest data, train, gate and deploy.
+"""retraining: train on the newest data, gate, deploy, and record why.
 
-Started by the Prefect server when a drift-check run fails (see flows/serve.py); at most one
-runs at a time (the deployment's concurrency limit drops a second trigger). Its lineage -
-why it ran, which drift report, which window - goes into the registry history.
+Started by the Prefect server on a confirmed drift (the drift check's event, see flows/serve.py);
+at most one runs at a time (the deployment's concurrency limit drops a second trigger). Nothing
+is edited: with the rolling window (`ingest.end: null`) the training flow's `dvc repro` sees the
+new days in the source and trains on the newest `ingest.window_days`; the window it resolved is
+recorded in the raw snapshot's manifest (DVC-tracked) and in the model's lineage. The drift
+check's cooldown starts when the retraining starts, so checks during it raise no second alarm.
+Its lineage - why it ran, which drift run, which window - goes into the registry history.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+from prefect import flow
 
-from prefect import flow, task
-
-from flows.common import repo_root, run_from_command_line, settings
+from flows.common import run_from_command_line, settings
 from flows.deploy import deploy
 from flows.training import training
-from pipelines import monitoring
-from pipelines.io import registry, storage
-from pipelines.io.params_file import set_ingest_window
-
-
-@task
-def move_window() -> dict:
-    s = settings()
-    days = storage.list_partitions(storage.join(s.paths.source, "transactions"))
-    if not days:
-        raise FileNotFoundError(f"no transaction partitions under {s.paths.source}/transactions")
-    end = max(days) + dt.timedelta(days=1)
-    # Never before the oldest data: empty days would (rightly) fail the gate's volume check.
-    start = max(end - dt.timedelta(days=s.retrain.window_days), min(days))
-    set_ingest_window(repo_root() / "params.yaml", start, end)
-    return {"start": start.isoformat(), "end": end.isoformat(),
-            "previous": {"start": s.ingest.start.isoformat(), "end": s.ingest.end.isoformat()}}
+from pipelines.io import manifest, registry
+from pipelines.jobs import drift_check
 
 
 @flow(name="retraining", log_prints=True)
 def retraining(reason: str = "manual", drift_run: str | None = None) -> dict:
-    window = move_window()
+    """Train on the newest window, gate, deploy; returns (and records) the lineage of the run.
+
+    `reason` and `drift_run` come from the trigger (the drift-check run that confirmed drift).
+    """
+    s = settings()
+    drift_check.record_retrain(s)  # the cooldown starts now: no second alarm while this runs
     trained = training()
     deployed = deploy(challenger=trained["package"]["model_tag"])
-    s = settings()
-    monitoring.record_retrain(s)  # starts the drift check's cooldown
-    lineage = {"event": "retraining", "reason": reason, "drift_run": drift_run, "window": window,
-               "drift_reports": s.drift.reports, "challenger": deployed["challenger"],
-               "promoted": deployed["decision"]["promote"], "gate": deployed["decision"]["reason"]}
+    drift_check.record_retrain(s)  # and counts from the deployment
+    snapshot = manifest.read(s)
+    decision = deployed["decision"]
+    lineage = {
+        "event": "retraining",
+        "reason": reason,
+        "drift_run": drift_run,
+        "window": {"start": snapshot["start"], "end": snapshot["end"]},
+        "drift_reports": s.drift.reports,
+        "challenger": deployed["challenger"],
+        "promoted": bool(decision and decision["promote"]),
+        "gate": decision["reason"] if decision else deployed["message"],
+    }
     registry.record_decision(lineage)
     return lineage
 

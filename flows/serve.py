@@ -4,8 +4,9 @@
 
 - training and deploy: on demand;
 - drift-check: on the cron schedule from params (drift.cron);
-- retraining: triggered by the server when a drift-check flow run fails; at most one runs at a
-  time, and a trigger while one runs is dropped (concurrency limit 1, CANCEL_NEW).
+- retraining: triggered by the server on a confirmed drift (the drift-check run's
+  `pipelines.drift.confirmed` event; an erroring check is Failed and triggers nothing); at most
+  one runs at a time, and a trigger while one runs is dropped (concurrency limit 1, CANCEL_NEW).
 """
 
 from __future__ import annotations
@@ -16,33 +17,46 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.common import settings
 from flows.deploy import deploy
-from flows.drift import drift_check
+from flows.drift import DRIFT_CONFIRMED, drift_check
 from flows.retraining import retraining
 from flows.training import training
 
-DRIFT_FAILED = DeploymentEventTrigger(
+RETRAIN_ON_DRIFT = DeploymentEventTrigger(
     name="retrain-on-drift",
-    expect={"prefect.flow-run.Failed"},
-    match_related={"prefect.resource.role": "flow", "prefect.resource.name": "drift-check"},
-    parameters={"reason": "drift check failed", "drift_run": "{{ event.resource.id }}"},
+    expect={DRIFT_CONFIRMED},
+    match={"prefect.resource.id": "pipelines.drift-check.*"},
+    parameters={
+        "reason": "drift confirmed: {{ event.payload.message }}",
+        "drift_run": "{{ event.payload.flow_run_id }}",
+    },
 )
 
 
-def deployments(cron: str | None = None) -> list:
+def deployments(scheduled: bool = True) -> list:
+    """The four deployments; `scheduled`: the drift check on `drift.cron` (False: on demand only,
+    so that nothing but the caller starts a check, as in tests)."""
     s = settings()
     return [
         training.to_deployment(name="training"),
         deploy.to_deployment(name="deploy"),
-        drift_check.to_deployment(name="drift-check", cron=cron if cron is not None else s.drift.cron),
+        drift_check.to_deployment(name="drift-check", cron=s.drift.cron if scheduled else None),
         retraining.to_deployment(
-            name="retraining", triggers=[DRIFT_FAILED],
-            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+            name="retraining",
+            triggers=[RETRAIN_ON_DRIFT],
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
         ),
     ]
 
 
-def main() -> None:
-    serve(*deployments())
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.serve [--no-schedule]`: serve every deployment until stopped."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--no-schedule", action="store_true", help="no cron for the drift check (tests)")
+    serve(*deployments(scheduled=not p.parse_args(argv).no_schedule))
 
 
 if __name__ == "__main__":

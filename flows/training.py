@@ -15,12 +15,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.common import repo_root, run_from_command_line, settings
+from pipelines.core.expectations import DATA_REJECTED
 from pipelines.io import storage
 from pipelines.runtime import tool
-from pipelines.stages.validate import DATA_REJECTED
 
 
 class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; `code` is the command's own exit code (65: the data gate)."""
+
     def __init__(self, stage: str, code: int, output: str, remote_inputs: list[str]) -> None:
         tail = "\n".join(output.strip().splitlines()[-15:])
         # DVC names an unreachable input by its endpoint; say which of the stage's URLs it was.
@@ -51,23 +53,36 @@ def _retry_unless_rejected(task, task_run, state) -> bool:  # noqa: ANN001
     return False
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_unless_rejected,
-      task_run_name="dvc repro -s {stage}")
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_rejected,
+    task_run_name="dvc repro -s {stage}",
+)
 def run_stage(stage: str, remote_inputs: list[str]) -> str:
+    """`dvc repro -s stage`, its output in the run's log: "ran" or "skipped" (unchanged).
+
+    Raises StageFailed naming the stage, the command's exit code and the URLs it reads.
+    """
     logger = get_run_logger()
-    proc = subprocess.run([tool("dvc"), "repro", "-s", stage], cwd=repo_root(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [tool("dvc"), "repro", "-s", stage], cwd=repo_root(), capture_output=True, text=True
+    )
     output = proc.stdout + proc.stderr
     for line in output.strip().splitlines():
         logger.info(line)
     if proc.returncode:
         # DVC exits 255 whatever the command did; the command's own code is in its message.
         cmd_code = re.search(r"failed to run: .*, exited with (\d+)", output)
-        raise StageFailed(stage, int(cmd_code.group(1)) if cmd_code else proc.returncode, output, remote_inputs)
+        raise StageFailed(
+            stage, int(cmd_code.group(1)) if cmd_code else proc.returncode, output, remote_inputs
+        )
     return "skipped" if "didn't change, skipping" in output else "ran"
 
 
 @flow(name="training", log_prints=True)
 def training() -> dict:
+    """Every DVC stage in dvc.yaml's order; returns what ran, the test metrics and the package record."""
     s = settings()  # first: DVC's stage commands must find the project's python
     outcome = {stage: run_stage(stage, inputs) for stage, inputs in stage_order()}
     evaluation = storage.read_json(storage.join(s.paths.metrics, "evaluate.json"))
@@ -77,12 +92,26 @@ def training() -> dict:
 
 
 def publish_metrics(evaluation: dict) -> None:
-    keys = ["roc_auc", "average_precision", "recall_at_alert_rate", "precision_at_alert_rate", "log_loss", "brier"]
+    """The promoted model's and the baseline's test metrics as a table artifact."""
+    keys = [
+        "roc_auc",
+        "average_precision",
+        "recall_at_alert_rate",
+        "precision_at_alert_rate",
+        "log_loss",
+        "brier",
+    ]
     rows = [{"model": evaluation.get("model", "primary"), **{k: evaluation.get(k) for k in keys}}]
     if isinstance(evaluation.get("baseline"), dict):
-        rows.append({"model": evaluation["baseline"].get("model", "baseline"),
-                     **{k: evaluation["baseline"].get(k) for k in keys}})
-    create_table_artifact(key="evaluation-metrics", table=rows, description="Test-period metrics (dvc metrics)")
+        rows.append(
+            {
+                "model": evaluation["baseline"].get("model", "baseline"),
+                **{k: evaluation["baseline"].get(k) for k in keys},
+            }
+        )
+    create_table_artifact(
+        key="evaluation-metrics", table=rows, description="Test-period metrics (dvc metrics)"
+    )
 
 
 if __name__ == "__main__":

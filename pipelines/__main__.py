@@ -34,14 +34,25 @@ def _stage(name: str) -> Callable[[Settings, argparse.Namespace], int]:
 
 def _promote(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.io import registry
+    from pipelines.jobs import gate
 
     versions = registry.versions() if args.tag == "latest" else [args.tag]
     tag = versions[-1] if versions else None
     if not tag:
         raise LookupError("the model store has no versions yet: run the package stage")
-    record = registry.promote(tag, args.reason)
-    print(f"promote: {record['tag']} is the champion (was {record['previous']})")
+    record = gate.promote(settings, tag, args.reason)
+    print(
+        f"promote: {record['tag']} is the champion (was {record['previous']}); published to "
+        f"{model_remote_url(settings)}"
+    )
     return 0
+
+
+def model_remote_url(settings: Settings) -> str:
+    """The model store's remote this process uses ($MODEL_REMOTE, else paths.model_remote)."""
+    from pipelines.io import model_remote
+
+    return model_remote.url_of(None, settings.paths.model_remote)
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> int:
@@ -52,39 +63,58 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         meta = registry.info(tag)
         auc = meta["metadata"].get("metrics", {}).get("roc_auc")
         mark = "*" if tag == champ else " "
-        print(f"{mark} {tag}  {meta['labels'].get('family', '?'):9s} roc_auc={auc if auc is None else round(auc, 4)}  {meta['created']}")
+        print(
+            f"{mark} {tag}  {meta['labels'].get('family', '?'):9s} roc_auc={auc if auc is None else round(auc, 4)}  {meta['created']}"
+        )
     return 0
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.io import model_remote
 
-    url = args.remote or os.environ.get("MODEL_REMOTE") or settings.paths.model_remote
+    url = model_remote.url_of(args.remote, settings.paths.model_remote)
     synced = model_remote.push(url) if args.direction == "push" else model_remote.pull(url)
     print(synced.summary(args.direction, url))
     return 0
 
 
 def _gate(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import release
+    from pipelines.jobs import gate
 
-    print(release.gate_packaged(settings, args.challenger)["message"])
+    print(gate.gate_packaged(settings, args.challenger)["message"])
     return 0
 
 
 def _bento(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import release
+    from pipelines.core.layout import Layout
+    from pipelines.jobs import bento
 
-    built = release.build_champion_bento(settings)
-    print(f"bento: {built['bento_tag']} carries the champion {built['model_tag']} "
-          f"→ {release.release_file(settings)}")
+    built = bento.build_champion_bento(settings)
+    print(
+        f"bento: {built['bento_tag']} carries the champion {built['model_tag']} → {Layout(settings).release}"
+    )
     return 0
 
 
 def _materialize(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.stages import materialize
+    from pipelines.jobs import materialize
 
     return materialize.run(settings, force=args.force)
+
+
+def _drift_check(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import drift_check
+
+    summary = drift_check.run(settings)
+    print(f"drift-check: {summary['message']} (report: {summary['report']})")
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import demo
+
+    demo.main(settings)
+    return 0
 
 
 def _compact(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,8 +124,10 @@ def _compact(settings: Settings, args: argparse.Namespace) -> int:
     store = SQLiteStore(settings.serving.feature_store, FeatureSpec.from_settings(settings))
     try:
         store.compact()
-        print(f"compact: {store.count():,} events, old ones folded into per-card summaries "
-              f"({settings.serving.feature_store})")
+        print(
+            f"compact: {store.count():,} events, old ones folded into per-card summaries "
+            f"({settings.serving.feature_store})"
+        )
     finally:
         store.close()
     return 0
@@ -103,15 +135,23 @@ def _compact(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     s = settings.serving
-    cmd = [tool("bentoml"), "serve", args.target, "--host", s.host, "--port", str(args.port or s.port)]
+    cmd = [
+        tool("bentoml"),
+        "serve",
+        args.target,
+        "--host",
+        s.host,
+        "--port",
+        str(args.port or s.port),
+    ]
     print("serve:", " ".join(cmd), flush=True)
     os.execvp(cmd[0], cmd)
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import simulate
+    from pipelines.sources import simulator
 
-    return simulate.main(args.rest, settings) or 0  # its own parser owns its flags
+    return simulator.main(args.rest, settings)  # its own parser owns its flags
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
@@ -127,40 +167,68 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "models": ("list model versions; * marks the champion", _models),
     "gate": ("champion/challenger gate on the packaged model; promotes only a winner", _gate),
     "bento": ("build the bento a deploy ships: it carries the champion", _bento),
-    "registry": ("push/pull model versions, bentos and the champion to/from paths.model_remote", _registry),
+    "registry": (
+        "push/pull model versions, bentos and the champion to/from paths.model_remote",
+        _registry,
+    ),
     "materialize": ("seed the online feature store from the raw snapshot", _materialize),
-    "compact": ("fold the online store's old events into per-card summaries (off-peak: it locks writes)",
-                _compact),
+    "drift-check": (
+        "one drift check now, without Prefect (the flow runs it on a schedule)",
+        _drift_check,
+    ),
+    "compact": (
+        "fold the online store's old events into per-card summaries (off-peak: it locks writes)",
+        _compact,
+    ),
     "serve": ("start the BentoML service on params' host:port", _serve),
+    "demo": (
+        "the main job: the whole loop, from nothing, on a copy of this project (make demo)",
+        _demo,
+    ),
 }
 
 
 def parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser: one subcommand per entry of COMMANDS."""
     p = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
     p.add_argument("--params", help="params file (default: $PIPELINES_PARAMS or params.yaml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     for name, (help_, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, add_help=name != "simulate")
         if name == "config":
-            sp.add_argument("--schema", action="store_true", help="print the JSON schema of params.yaml")
+            sp.add_argument(
+                "--schema", action="store_true", help="print the JSON schema of params.yaml"
+            )
         if name == "promote":
             sp.add_argument("tag", help="model tag, or 'latest'")
-            sp.add_argument("--reason", default="manual promotion", help="recorded in the registry history")
+            sp.add_argument(
+                "--reason", default="manual promotion", help="recorded in the registry history"
+            )
         if name == "gate":
-            sp.add_argument("--challenger", help="model tag (default: the package stage's last model)")
+            sp.add_argument(
+                "--challenger", help="model tag (default: the package stage's last model)"
+            )
         if name == "registry":
             sp.add_argument("direction", choices=["push", "pull"])
-            sp.add_argument("--remote", help="URL (default: $MODEL_REMOTE, else paths.model_remote)")
+            sp.add_argument(
+                "--remote", help="URL (default: $MODEL_REMOTE, else paths.model_remote)"
+            )
         if name == "materialize":
-            sp.add_argument("--force", action="store_true", help="replace a store that already has events")
+            sp.add_argument(
+                "--force", action="store_true", help="replace a store that already has events"
+            )
         if name == "serve":
             sp.add_argument("--port", type=int, help="override serving.port")
-            sp.add_argument("--target", default="pipelines.serving.service:FraudService",
-                            help="service import path or a built bento tag")
+            sp.add_argument(
+                "--target",
+                default="pipelines.serving.service:FraudService",
+                help="service import path or a built bento tag",
+            )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (2: a config error, 1: any other named error)."""
     p = parser()
     args, rest = p.parse_known_args(argv)
     if rest and args.command != "simulate":
@@ -174,7 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, StorageError, LookupError, ValueError, RuntimeError, TypeError) as err:
+    except (
+        FileNotFoundError,
+        StorageError,
+        LookupError,
+        ValueError,
+        RuntimeError,
+        TypeError,
+    ) as err:
         print(f"{args.command}: error: {err}", file=sys.stderr)
         return 1
 

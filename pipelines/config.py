@@ -7,6 +7,7 @@ production config is how a model gets trained on the wrong window.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,13 +43,19 @@ class Contract(_Frozen):
 
     id: str = "transaction_id"
     timestamp: str = "ts"
-    entity: str | None = Field("card_id", description="Entity for history features; null turns them off.")
+    entity: str | None = Field(
+        "card_id", description="Entity for history features; null turns them off."
+    )
     target: str = "is_fraud"
     label_timestamp: str | None = Field(
-        "label_ts", description="When the label became known (labels feed); null if your table has none.")
+        "label_ts",
+        description="When the label became known (labels feed); null if your table has none.",
+    )
     numeric: tuple[str, ...] = ("amount",)
     categorical: tuple[str, ...] = ("merchant_category", "merchant_country", "channel")
-    amount: str | None = Field("amount", description="Numeric column that history statistics summarise.")
+    amount: str | None = Field(
+        "amount", description="Numeric column that history statistics summarise."
+    )
     novelty: tuple[str, ...] = Field(
         ("merchant_country", "merchant_category"),
         description="Categorical columns whose first appearance for an entity is a feature.",
@@ -77,64 +84,107 @@ class Contract(_Frozen):
 class Paths(_Frozen):
     """Every location is a URL or a path; `s3://bucket/prefix` works for the external ones."""
 
-    source: Location = Field("data/source", description="Upstream source: transactions/ and labels/ date partitions.")
+    source: Location = Field(
+        "data/source", description="Upstream source: transactions/ and labels/ date partitions."
+    )
     raw: Location = "data/raw"
     validation: Location = "reports/validation"
     features: Location = "data/features"
     models: Location = "models"
     metrics: Location = "metrics"
     plots: Location = "plots"
-    package: Location = Field("reports/package.json", description="What the package stage produced (tags).")
-    bentoml_home: Location = Field(".bentoml", description="Model and bento store, unless BENTOML_HOME is set.")
-    model_remote: Location = Field(".model-storage", description=(
-        "Where `registry push/pull` keep model versions, bentos and the champion pointer between "
-        "machines (a CI runner starts empty); s3://bucket/prefix in production."))
+    package: Location = Field(
+        "reports/package.json", description="What the package stage produced (tags)."
+    )
+    bentoml_home: Location = Field(
+        ".bentoml", description="Model and bento store, unless BENTOML_HOME is set."
+    )
+    model_remote: Location = Field(
+        ".model-storage",
+        description=(
+            "Where `registry push/pull` keep model versions, bentos and the champion pointer between "
+            "machines (a CI runner starts empty); s3://bucket/prefix in production."
+        ),
+    )
 
 
 Scenario = Literal[
-    "none", "covariate_shift", "new_category", "concept_shift",
-    "corrupt_nulls", "corrupt_range", "corrupt_types", "corrupt_renamed",
-    "corrupt_missing", "corrupt_duplicates", "corrupt_empty",
+    "none",
+    "covariate_shift",
+    "new_category",
+    "concept_shift",
+    "corrupt_nulls",
+    "corrupt_range",
+    "corrupt_types",
+    "corrupt_renamed",
+    "corrupt_missing",
+    "corrupt_duplicates",
+    "corrupt_empty",
 ]
 
 
 class Simulate(_Frozen):
+    """The synthetic source (pipelines/sources/simulator.py): its world, size and scenario."""
+
     seed: int = 7
     cards: int = Field(4000, gt=0)
     start: dt.date = dt.date(2026, 1, 1)
     days: int = Field(120, gt=0)
     tx_per_day: int = Field(4000, gt=0)
     scenario: Scenario = "none"
-    scenario_start: dt.date | None = Field(None, description="First day of the scenario; default: the last quarter of the period.")
+    scenario_start: dt.date | None = Field(
+        None, description="First day of the scenario; default: the last quarter of the period."
+    )
 
 
 class Ingest(_Frozen):
-    start: dt.date = dt.date(2026, 1, 1)
-    end: dt.date = Field(dt.date(2026, 4, 1), description="Exclusive.")
-    label_cutoff: dt.date | None = Field(None, description="Use labels that arrived before this day; null: all arrived labels.")
+    """The training window: pinned by dates, or rolling (null end: up to the newest data)."""
+
+    start: dt.date | None = Field(
+        None, description="First day; null: `window_days` before end (not before the oldest data)."
+    )
+    end: dt.date | None = Field(
+        None,
+        description=(
+            "Exclusive; null: the day after the newest transaction in the source, so a new day of data "
+            "moves the window (how retraining trains on the newest data without editing params)."
+        ),
+    )
+    window_days: int = Field(90, gt=0, description="Window length when start is null.")
+    label_cutoff: dt.date | None = Field(
+        None, description="Use labels that arrived before this day; null: all arrived labels."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Ingest:
-        if self.end <= self.start:
+        if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"ingest.end ({self.end}) must be after ingest.start ({self.start})")
         return self
 
 
 class Validate(_Frozen):
+    """The data gate's reference values (pipelines/core/expectations.py)."""
+
     min_rows: int = Field(1000, ge=0)
     max_rows: int = Field(50_000_000, gt=0)
     label_rate: tuple[float, float] = (0.001, 0.05)
     amount_range: tuple[float, float] = (0.0, 100_000.0)
-    max_null_share: float = Field(0.0, ge=0, le=1, description="Share of nulls tolerated in contract columns.")
+    max_null_share: float = Field(
+        0.0, ge=0, le=1, description="Share of nulls tolerated in contract columns."
+    )
     min_rows_per_day: int = Field(1, ge=0)
     categories: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
         description="Known values per categorical column; an unseen value is a warning, not a block.",
     )
-    min_known_share: float = Field(0.95, ge=0, le=1, description="Share of values that must be known categories.")
+    min_known_share: float = Field(
+        0.95, ge=0, le=1, description="Share of values that must be known categories."
+    )
 
 
 class Features(_Frozen):
+    """History feature windows, in hours (pipelines/core/features.py)."""
+
     windows_hours: tuple[int, ...] = (1, 24, 168)
 
     @model_validator(mode="after")
@@ -145,10 +195,14 @@ class Features(_Frozen):
 
 
 class Split(_Frozen):
+    """The time split: the last `test_days` of the window are the test period (never random)."""
+
     test_days: int = Field(21, gt=0)
 
 
 class LightGBMParams(_Frozen):
+    """LightGBM's hyper-parameters (LGBMClassifier's names)."""
+
     n_estimators: int = Field(400, gt=0)
     learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(31, gt=1)
@@ -161,48 +215,97 @@ class LightGBMParams(_Frozen):
 
 
 class LogisticParams(_Frozen):
+    """The logistic baseline's hyper-parameters (scikit-learn's names)."""
+
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(1000, gt=0)
     max_rows: int | None = Field(
-        300_000, gt=0, description="Fit on a seeded sample of at most this many rows (null: all); "
-        "a linear baseline gains nothing from more, and lbfgs time grows with rows.")
+        300_000,
+        gt=0,
+        description="Fit on a seeded sample of at most this many rows (null: all); "
+        "a linear baseline gains nothing from more, and lbfgs time grows with rows.",
+    )
 
 
 class Train(_Frozen):
+    """Which family is promoted, the seed, and each family's parameters."""
+
     seed: int = 42
-    model: Literal["lightgbm", "logistic"] = Field("lightgbm", description="The family to promote; the other is the baseline.")
+    model: Literal["lightgbm", "logistic"] = Field(
+        "lightgbm", description="The family to promote; the other is the baseline."
+    )
     lightgbm: LightGBMParams = LightGBMParams()
     logistic: LogisticParams = LogisticParams()
 
 
 class Evaluate(_Frozen):
-    alert_rate: float = Field(0.01, gt=0, lt=1, description="Share of transactions the team can review.")
+    """The test-period metrics: the alert budget, calibration bins and slices."""
+
+    alert_rate: float = Field(
+        0.01, gt=0, lt=1, description="Share of transactions the team can review."
+    )
     calibration_bins: int = Field(10, gt=1)
     min_slice_rows: int = Field(200, gt=0)
-    slice_by: tuple[str, ...] = Field(("channel", "merchant_category"), description="Categorical columns to report metrics per value of.")
+    slice_by: tuple[str, ...] = Field(
+        ("channel", "merchant_category"),
+        description="Categorical columns to report metrics per value of.",
+    )
 
 
 class Serving(_Frozen):
+    """The BentoML service: address, workers, batching, thresholds, and where its state lives."""
+
     host: str = "127.0.0.1"
     port: int = Field(3000, gt=0, lt=65536)
     workers: int = Field(1, gt=0)
     batching: Literal["adaptive", "bentoml", "off"] = Field(
-        "adaptive", description="adaptive: the service's own batcher (pipelines/serving/batching.py); "
-        "bentoml: BentoML's batchable dispatcher; off: one model call per request.")
+        "adaptive",
+        description="adaptive: the service's own batcher (pipelines/serving/batching.py); "
+        "bentoml: BentoML's batchable dispatcher; off: one model call per request.",
+    )
     max_batch_size: int = Field(256, gt=0, description="Most records in one model call.")
-    max_latency_ms: int = Field(50, gt=0, description="batching=bentoml only: its dispatcher's latency bound.")
-    max_queue_records: int = Field(20_000, gt=0, description="batching=adaptive: beyond this many waiting records, 503.")
+    max_latency_ms: int = Field(
+        50, gt=0, description="batching=bentoml only: its dispatcher's latency bound."
+    )
+    max_queue_records: int = Field(
+        20_000, gt=0, description="batching=adaptive: beyond this many waiting records, 503."
+    )
     max_records_per_request: int = Field(500, gt=0)
     review_threshold: float = Field(0.2, gt=0, lt=1)
     decline_threshold: float = Field(0.6, gt=0, lt=1)
-    feature_store: Location = Field("data/online/features.sqlite", description="SQLite file of the online feature store.")
-    prediction_log: Location = Field("data/predictions", description="URL of the partitioned Parquet prediction log.")
-    spool_dir: Location = Field("data/online/spool", description="Local spool for log batches the sink refused.")
+    feature_store: Location = Field(
+        "data/online/features.sqlite", description="SQLite file of the online feature store."
+    )
+    prediction_log: Location = Field(
+        "data/predictions", description="URL of the partitioned Parquet prediction log."
+    )
+    spool_dir: Location = Field(
+        "data/online/spool", description="Local spool for log batches the sink refused."
+    )
     log_flush_rows: int = Field(5000, gt=0)
     log_flush_seconds: float = Field(2.0, gt=0)
-    reload_seconds: float = Field(1.0, gt=0, description="How often the service checks for a new champion.")
+    reload_seconds: float = Field(
+        1.0, gt=0, description="How often the service checks for a new champion."
+    )
     request_timeout_seconds: int = Field(10, gt=0)
-    access_log: bool = Field(False, description="A log line and a trace span per request (costly at high rates).")
+    access_log: bool = Field(
+        False, description="A log line and a trace span per request (costly at high rates)."
+    )
+    champion_source: Literal["local", "remote"] = Field(
+        "local",
+        description=(
+            "Where the service reads which model is the champion: the local store's pointer "
+            "(BENTOML_HOME), or the model store's remote (paths.model_remote or $MODEL_REMOTE), which "
+            "every replica follows; a champion missing locally is fetched from the remote."
+        ),
+    )
+    model: str | None = Field(
+        None,
+        description=(
+            "Serve this model version instead of the gated champion: experiments only, logged as a "
+            "warning. null: the champion (the service is not ready until there is one)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Serving:
@@ -215,10 +318,25 @@ class Deploy(_Frozen):
     """The champion/challenger gate and the rollout."""
 
     metric: Literal["roc_auc", "average_precision"] = "roc_auc"
-    margin: float = Field(0.005, ge=0, description="The challenger must beat the champion by at least this.")
-    floor: float = Field(0.8, ge=0, le=1, description="No model below this is ever promoted (the first one included).")
-    recent_days: int = Field(14, gt=0, description="Both models are scored on the labelled events of these last days.")
-    service_url: str = Field("http://127.0.0.1:3000", description="The running service the rollout smoke-checks.")
+    margin: float = Field(
+        0.005, ge=0, description="The challenger must beat the champion by at least this."
+    )
+    floor: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="No model below this is ever promoted (the first one included).",
+    )
+    recent_days: int = Field(
+        14, gt=0, description="Both models are scored on the labelled events of these last days."
+    )
+    service_url: str | None = Field(
+        "http://127.0.0.1:3000",
+        description=(
+            "The running service the rollout waits for and smoke-checks; null: none to check (replicas "
+            "follow the model store's remote on their own)."
+        ),
+    )
     rollout_timeout_seconds: float = Field(60.0, gt=0)
 
 
@@ -226,28 +344,56 @@ class Drift(_Frozen):
     """The scheduled drift check on the prediction log against the training reference."""
 
     cron: str = Field("*/15 * * * *", description="Schedule of the drift-check deployment.")
-    window_hours: float = Field(24.0, gt=0, description="Prediction-log window each check reads (by scored_at).")
+    window_hours: float = Field(
+        24.0, gt=0, description="Prediction-log window each check reads (by scored_at)."
+    )
     min_rows: int = Field(500, gt=0, description="Fewer logged rows than this: no verdict.")
-    sample_rows: int = Field(20_000, gt=0, description="Seeded sample of larger windows and of the reference.")
+    sample_rows: int = Field(
+        20_000, gt=0, description="Seeded sample of larger windows and of the reference."
+    )
     seed: int = 0
-    num_method: str = Field("wasserstein", description="Evidently drift method for numeric columns.")
+    num_method: str = Field(
+        "wasserstein", description="Evidently drift method for numeric columns."
+    )
     num_threshold: float = Field(0.2, gt=0)
-    cat_method: str = Field("jensenshannon", description="Evidently drift method for categorical columns.")
+    cat_method: str = Field(
+        "jensenshannon", description="Evidently drift method for categorical columns."
+    )
     cat_threshold: float = Field(0.1, gt=0)
-    columns: tuple[str, ...] | None = Field(None, description="Columns to test; null: the request-level inputs.")
-    drift_share: float = Field(0.25, gt=0, le=1, description="Share of drifted columns that counts as data drift.")
-    min_quality: float | None = Field(0.75, description="ROC-AUC on labelled logged rows below this counts as drift.")
-    min_labelled: int = Field(300, gt=0, description="Labelled rows (with both classes) needed to judge quality.")
-    persistence: int = Field(2, gt=0, description="Drift must be seen in this many consecutive checks.")
-    cooldown_hours: float = Field(6.0, ge=0, description="No new alarm this long after a retraining.")
-    reports: Location = Field("reports/drift", description="Where HTML reports, summaries and the check state go.")
-
-
-class Retrain(_Frozen):
-    window_days: int = Field(90, gt=0, description="Training window length; retraining ends it at the newest labels.")
+    columns: tuple[str, ...] | None = Field(
+        None, description="Columns to test; null: the request-level inputs."
+    )
+    drift_share: float = Field(
+        0.25, gt=0, le=1, description="Share of drifted columns that counts as data drift."
+    )
+    min_quality: float | None = Field(
+        0.75, description="ROC-AUC on labelled logged rows below this counts as drift."
+    )
+    min_labelled: int = Field(
+        300, gt=0, description="Labelled rows (with both classes) needed to judge quality."
+    )
+    persistence: int = Field(
+        2, gt=0, description="Drift must be seen in this many consecutive checks."
+    )
+    cooldown_hours: float = Field(
+        6.0, ge=0, description="No new alarm this long after a retraining."
+    )
+    reports: Location = Field(
+        "reports/drift", description="Where HTML reports, summaries and the check state go."
+    )
+    retention_days: float = Field(
+        7.0,
+        gt=0,
+        description=(
+            "Check directories (report ~4 MB, summary) older than this are deleted, except those of "
+            "checks that confirmed drift."
+        ),
+    )
 
 
 class Settings(_Frozen):
+    """Everything params.yaml holds; one frozen instance per process (runtime.bootstrap)."""
+
     contract: Contract = Contract()
     paths: Paths = Paths()
     simulate: Simulate = Simulate()
@@ -260,7 +406,6 @@ class Settings(_Frozen):
     serving: Serving = Serving()
     deploy: Deploy = Deploy()
     drift: Drift = Drift()
-    retrain: Retrain = Retrain()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _root: Path | None = PrivateAttr(None)
@@ -273,8 +418,11 @@ class Settings(_Frozen):
             section = getattr(self, name)
             if isinstance(section, BaseModel):
                 fields = type(section).model_fields
-                moved = {k: _absolute(getattr(section, k), root) for k, f in fields.items()
-                         if _is_location(f) and getattr(section, k) is not None}
+                moved = {
+                    k: _absolute(getattr(section, k), root)
+                    for k, f in fields.items()
+                    if _is_location(f) and getattr(section, k) is not None
+                }
                 if moved:
                     sections[name] = section.model_copy(update=moved)
         out = self.model_copy(update=sections)
@@ -301,7 +449,9 @@ class Settings(_Frozen):
     def _slices_are_categorical(self) -> Settings:
         unknown = [s for s in self.evaluate.slice_by if s not in self.contract.categorical]
         if unknown:
-            raise ValueError(f"evaluate.slice_by names {unknown}, which are not in contract.categorical")
+            raise ValueError(
+                f"evaluate.slice_by names {unknown}, which are not in contract.categorical"
+            )
         return self
 
 
@@ -321,17 +471,34 @@ def _describe(err: ValidationError) -> str:
 
 
 def parse_settings(data: object, origin: str = "params") -> Settings:
+    """Validate `data` (params.yaml's mapping) into Settings.
+
+    Raises ConfigError naming `origin` and each wrong key once (unknown keys included).
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{origin}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{origin} is invalid:\n{_describe(err)}") from None
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+OVERRIDES_ENV = "PIPELINES_OVERRIDES"
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, overrides: str | None = None
+) -> Settings:
+    """The settings in the params file `path` (default: $PIPELINES_PARAMS, else ./params.yaml),
+    with `overrides` deep-merged over it: a JSON object of the same shape, how a deployment (a
+    Kubernetes Deployment's env) changes a few keys without its own copy of params.yaml.
+
+    Raises ConfigError naming the file, the variable or the key that is wrong.
+    """
     path = Path(path or os.environ.get(PARAMS_ENV, DEFAULT_PARAMS))
     try:
         text = path.read_text()
@@ -341,8 +508,29 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    return parse_settings(data, str(path))
+    origin = str(path)
+    if overrides:
+        try:
+            extra = json.loads(overrides)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{OVERRIDES_ENV} is not valid JSON: {err}") from None
+        if not isinstance(extra, dict) or not isinstance(data, dict | None):
+            raise ConfigError(f"{OVERRIDES_ENV} must be a JSON object like params.yaml's top level")
+        data, origin = _deep_merge(data or {}, extra), f"{path} with {OVERRIDES_ENV}"
+    return parse_settings(data, origin)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
 
 
 def json_schema() -> dict:
+    """The JSON schema of params.yaml (`python -m pipelines config --schema`)."""
     return Settings.model_json_schema(by_alias=True)

@@ -5,7 +5,8 @@ else reads the environment for these. It settles:
 
 - **which params file**: an explicit path, else `$PIPELINES_PARAMS`, else `./params.yaml`. It is
   made absolute and exported, so every child process (DVC's stage commands, a flow run, a served
-  bento) reads the same file.
+  bento) reads the same file; `$PIPELINES_OVERRIDES` (a JSON object) is merged over it, which is
+  how a deployment changes a few keys.
 - **one rule for relative locations**: they are relative to the params file's directory, the
   project root, as DVC resolves the paths in `dvc.yaml`. The settings returned hold them absolute
   (`Settings.located`), whatever the working directory; `Settings.portable` gives the written form
@@ -23,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.config import DEFAULT_PARAMS, PARAMS_ENV, Settings, load_settings
+from pipelines.config import DEFAULT_PARAMS, OVERRIDES_ENV, PARAMS_ENV, Settings, load_settings
 
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
@@ -45,7 +46,7 @@ def bootstrap(explicit: str | os.PathLike[str] | None = None) -> Settings:
     Raises `ConfigError` (a ValueError) naming the problem when the params file is missing or invalid.
     """
     path = params_file(explicit)
-    settings = load_settings(path).located(path.parent)
+    settings = load_settings(path, os.environ.get(OVERRIDES_ENV)).located(path.parent)
     os.environ[PARAMS_ENV] = str(path)
     os.environ.setdefault("BENTOML_HOME", settings.paths.bentoml_home)
     for key, value in TELEMETRY_OFF.items():
@@ -73,6 +74,8 @@ def tool(name: str) -> str:
     """
     path = bin_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(f"{name} is not installed in {bin_dir()}: run `make install` "
-                                "(the project's tools come from its lock file, not from PATH)")
+        raise FileNotFoundError(
+            f"{name} is not installed in {bin_dir()}: run `make install` "
+            "(the project's tools come from its lock file, not from PATH)"
+        )
     return str(path)

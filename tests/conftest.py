@@ -39,14 +39,22 @@ SMALL_PARAMS = {
 def deep_update(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+        )
     return res
 
 
@@ -68,7 +76,7 @@ def write_params(path: Path, params: dict) -> None:
 
 def make_repo(dest: Path, params: dict) -> Path:
     """A throwaway clone of the project's pipeline files, with its own git and DVC."""
-    for name in ("pipelines", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
+    for name in ("pipelines", "flows", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -82,12 +90,17 @@ def make_repo(dest: Path, params: dict) -> Path:
     return dest
 
 
-def train_for_serving(repo: Path, reason: str = "test setup") -> Path:
-    """What a service needs in a repo copy: the source simulated, the pipeline run, the model
-    promoted and the online store seeded from the training snapshot."""
-    for cmd in (["python", "-m", "pipelines", "simulate"], ["dvc", "repro"],
-                ["python", "-m", "pipelines", "promote", "latest", "--reason", reason],
-                ["python", "-m", "pipelines", "materialize"]):
+def train_for_serving(
+    repo: Path, reason: str = "test setup", simulate: list[str] | None = None
+) -> Path:
+    """What a service needs in a repo copy: the source simulated (with `simulate`'s flags), the
+    pipeline run, the model promoted and the online store seeded from the training snapshot."""
+    for cmd in (
+        ["python", "-m", "pipelines", "simulate", *(simulate or [])],
+        ["dvc", "repro"],
+        ["python", "-m", "pipelines", "promote", "latest", "--reason", reason],
+        ["python", "-m", "pipelines", "materialize"],
+    ):
         run(cmd, repo)
     return repo
 

@@ -1,200 +1,269 @@
-"""Drift rules: is a window of logged predictions different from the training reference, and
-does that difference deserve an alarm?
+"""Drift rules: does a window of logged predictions differ from the training reference, and does
+that difference deserve an alarm? Pure: the measuring (Evidently) lives in `io.drift_report`.
 
-`check` measures one window: per-column feature drift and prediction drift with Evidently (the
-methods and thresholds come from `params.drift`, numeric and categorical columns separately),
-and model quality (ROC-AUC) on the rows whose delayed label has arrived. `decide` turns a run
-of such results into an alarm: drift must persist over consecutive checks, and a retraining
-buys a cooldown in which nothing alarms (the new model needs time to meet traffic).
+A `Measurement` is what one window measured: per-column drift tests (method and threshold per
+column type from `params.drift`), prediction drift, and model quality on the rows whose delayed
+label has arrived. Each `DriftCheck` judges one aspect of it and returns a `Finding`; `judge`
+runs every check in `CHECKS`, so a new kind of check is one class added there (plus what it
+measures, if that is new). `alarm` turns a run of results into an alarm: drift must persist over
+consecutive checks, and a retraining buys a cooldown in which nothing alarms (the new model needs
+time to meet traffic).
 
-No file or network I/O here; Evidently is imported only when a check actually runs, so that
-importing this module stays cheap for the service.
+The field's terms: *data drift* (the inputs' distribution moved), *prediction drift* (the
+model's output distribution moved), *concept drift* (the relation between inputs and label moved;
+seen here as a quality drop once labels arrive).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from pipelines.config import Drift, Settings
 
-_DRIFTED, _NOT_DRIFTED = "FAIL", "SUCCESS"
-
 
 def columns_to_check(settings: Settings) -> list[str]:
-    """The configured columns, else the request-level inputs of the contract."""
+    """The configured `drift.columns`, else the request-level inputs of the contract."""
     c = settings.contract
     return list(settings.drift.columns or (*c.numeric, *c.categorical))
 
 
 def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """At most `n` rows drawn without replacement, in their original order; all rows if fewer."""
+    """At most `n` rows drawn without replacement, in their original order; `df` itself if smaller."""
     if len(df) <= n:
         return df
     keep = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
     return df.iloc[keep]
 
 
-# --- one check --------------------------------------------------------------------------------
+# --- what one window measured -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """One column's drift test: `score` by `method` against `threshold`; `drifted` is the test's
+    verdict (for p-value methods a low score is drift, so never recompute it from the score)."""
+
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Ranking quality of the logged predictions on the labelled rows of the window."""
+
+    roc_auc: float
+    labelled: int
+    positives: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the drift report measured on one window (`io.drift_report.measure`).
+
+    `columns`: the tested input columns; `untestable`: columns that could not be tested, with why
+    (e.g. every value missing); `prediction`: None when not judged (no champion scored the
+    reference); `quality`: None when fewer than `drift.min_labelled` labelled rows of both classes.
+    """
+
+    rows: int  # current rows in the window, before sampling
+    reference_rows: int
+    columns: dict[str, ColumnDrift]
+    untestable: dict[str, str]
+    prediction: ColumnDrift | None
+    labelled: int  # current rows with a known label and a prediction
+    quality: Quality | None
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's judgement of a measurement: whether it found drift, in one line for a person,
+    and the numbers behind it."""
+
+    check: str
+    detected: bool
+    text: str
+    facts: dict[str, Any]
+
+
+class DriftCheck(Protocol):
+    """A kind of drift, judged on a `Measurement` with the `params.drift` rules."""
+
+    name: str
+
+    def judge(self, m: Measurement, params: Drift) -> Finding: ...
+
+
+class DataDrift:
+    """Data drift: at least `drift.drift_share` of the tested input columns drifted (Evidently's
+    dataset-drift rule, applied to per-column test verdicts)."""
+
+    name = "data_drift"
+
+    def judge(self, m: Measurement, params: Drift) -> Finding:
+        drifted = [c for c, s in m.columns.items() if s.drifted]
+        share = len(drifted) / len(m.columns) if m.columns else 0.0
+        detected = bool(m.columns) and share >= params.drift_share
+        if drifted:
+            text = f"{', '.join(drifted)} (share {share:.2f} {'>=' if detected else '<'} {params.drift_share:.2f})"
+        else:
+            text = "no input column drifted"
+        if m.untestable:
+            text += (
+                f"; not testable: {', '.join(f'{c} ({why})' for c, why in m.untestable.items())}"
+            )
+        return Finding(
+            self.name,
+            detected,
+            text,
+            {
+                "drifted_columns": drifted,
+                "share": share,
+                "drift_share": params.drift_share,
+                "columns": {c: dataclasses.asdict(s) for c, s in m.columns.items()},
+                "untestable": dict(m.untestable),
+            },
+        )
+
+
+class PredictionDrift:
+    """Prediction drift: the champion's scores on the window moved away from its scores on the
+    reference (the same drift test as a numeric input)."""
+
+    name = "prediction_drift"
+
+    def judge(self, m: Measurement, params: Drift) -> Finding:
+        p = m.prediction
+        if p is None:
+            return Finding(self.name, False, "", {"prediction": None})
+        text = (
+            f"prediction drift ({p.method} {p.score:.3f}, threshold {p.threshold})"
+            if p.drifted
+            else ""
+        )
+        return Finding(self.name, p.drifted, text, {"prediction": dataclasses.asdict(p)})
+
+
+class QualityDrop:
+    """Concept drift, seen once labels arrive: ROC-AUC on the labelled rows below `drift.min_quality`."""
+
+    name = "quality_drift"
+
+    def judge(self, m: Measurement, params: Drift) -> Finding:
+        q = m.quality
+        facts: dict[str, Any] = {
+            "labelled": m.labelled,
+            "min_quality": params.min_quality,
+            "quality": None if q is None else dataclasses.asdict(q),
+        }
+        if q is None:
+            return Finding(self.name, False, "", facts)
+        dropped = params.min_quality is not None and q.roc_auc < params.min_quality
+        if dropped:
+            text = f"quality drop (ROC-AUC {q.roc_auc:.3f} < {params.min_quality} on {q.labelled:,} labelled rows)"
+        else:
+            text = f"ROC-AUC {q.roc_auc:.3f} on {q.labelled:,} labelled rows"
+        return Finding(self.name, dropped, text, facts)
+
+
+CHECKS: tuple[DriftCheck, ...] = (DataDrift(), PredictionDrift(), QualityDrop())
+
+
+# --- one window's result --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DriftResult:
-    rows: int                     # current rows in the window (before sampling)
+    """The checks' findings on one window; `measurement` is None when the window had fewer than
+    `drift.min_rows` rows (no verdict either way)."""
+
+    rows: int
     reference_rows: int
-    sufficient: bool              # rows >= min_rows: below it there is no verdict at all
     min_rows: int
-    drifted_columns: list[str]
-    column_scores: dict[str, dict[str, Any]]  # name -> {method, score, threshold, drifted}
-    share: float                  # drifted / tested columns
-    drift_share: float
-    data_drift: bool
-    prediction: dict[str, Any] | None  # like a column score; None when not judged
-    prediction_drift: bool
-    labelled: int                 # current rows with a known target and a prediction
-    quality: dict[str, Any] | None     # {roc_auc, labelled, positives, min_quality}; None: too few labels
-    quality_drift: bool
-    detected: bool
+    measurement: Measurement | None
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def sufficient(self) -> bool:
+        return self.measurement is not None
+
+    @property
+    def detected(self) -> bool:
+        return any(f.detected for f in self.findings)
+
+    def found(self, check: str) -> bool:
+        """Whether the check named `check` found drift (False if it did not run)."""
+        return any(f.detected for f in self.findings if f.check == check)
+
+    def finding(self, check: str) -> Finding | None:
+        return next((f for f in self.findings if f.check == check), None)
+
+    def describe(self) -> str:
+        """What the checks found, in one line a person can act on."""
+        return "; ".join(f.text for f in self.findings if f.text)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-able: the sizes, every finding, and each finding's facts at the top level (the
+        summary file's flat keys: drifted_columns, share, prediction, quality, ...)."""
+        out: dict[str, Any] = {
+            "rows": self.rows,
+            "reference_rows": self.reference_rows,
+            "min_rows": self.min_rows,
+            "sufficient": self.sufficient,
+            "detected": self.detected,
+            "labelled": 0,
+            "quality": None,
+            "prediction": None,
+            "drifted_columns": [],
+            "share": 0.0,
+            "untestable": {},
+        }
+        out.update({check.name: False for check in CHECKS})  # an unmeasured window found nothing
+        for f in self.findings:
+            out.update(f.facts)
+            out[f.check] = f.detected
+        out["column_scores"] = out.pop("columns", {})
+        out["findings"] = [dataclasses.asdict(f) for f in self.findings]
+        return out
 
 
-def check(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    columns: list[str],
-    params: Drift,
-    prediction: str | None = "probability",
-    target: str | None = None,
-) -> tuple[DriftResult, Any]:
-    """Compare `current` with `reference`; returns the result and the Evidently snapshot.
-
-    Prediction drift is judged when both frames have the `prediction` column (without a champion
-    the reference has none); quality needs only `current`'s predictions and `target`. Both frames
-    are sampled to `params.sample_rows`; quality uses every labelled current row.
-    """
-    if len(current) < params.min_rows:
-        return _insufficient(reference, current, params), None
-    missing = [c for c in columns if c not in current.columns or c not in reference.columns]
-    if missing:
-        raise ValueError(f"drift columns {missing} are missing from the reference or the current window")
-    judge_prediction = prediction is not None and prediction in reference.columns and prediction in current.columns
-    ref = sample(reference, params.sample_rows, params.seed)
-    cur = sample(current, params.sample_rows, params.seed)
-    snapshot = _run_evidently(ref, cur, columns, params, prediction if judge_prediction else None)
-    scores = _scores(snapshot.dict())
-    column_scores = {c: scores[c] for c in columns}
-    drifted = [c for c in columns if column_scores[c]["drifted"]]
-    share = len(drifted) / len(columns)
-    pred = scores[prediction] if judge_prediction and prediction is not None else None
-    labelled, quality = _quality(current, prediction, target, params)
-    quality_drift = bool(quality is not None and params.min_quality is not None
-                         and quality["roc_auc"] < params.min_quality)
-    data_drift = share >= params.drift_share
-    prediction_drift = bool(pred and pred["drifted"])
+def judge(
+    measurement: Measurement, params: Drift, checks: Sequence[DriftCheck] = CHECKS
+) -> DriftResult:
+    """Every check's finding on a sufficient window's measurement."""
     return DriftResult(
-        rows=len(current), reference_rows=len(reference), sufficient=True, min_rows=params.min_rows,
-        drifted_columns=drifted, column_scores=column_scores, share=share, drift_share=params.drift_share,
-        data_drift=data_drift, prediction=pred, prediction_drift=prediction_drift,
-        labelled=labelled, quality=quality, quality_drift=quality_drift,
-        detected=data_drift or prediction_drift or quality_drift,
-    ), snapshot
-
-
-def _insufficient(reference: pd.DataFrame, current: pd.DataFrame, params: Drift) -> DriftResult:
-    return DriftResult(
-        rows=len(current), reference_rows=len(reference), sufficient=False, min_rows=params.min_rows,
-        drifted_columns=[], column_scores={}, share=0.0, drift_share=params.drift_share,
-        data_drift=False, prediction=None, prediction_drift=False,
-        labelled=0, quality=None, quality_drift=False, detected=False,
+        measurement.rows,
+        measurement.reference_rows,
+        params.min_rows,
+        measurement,
+        tuple(check.judge(measurement, params) for check in checks),
     )
 
 
-def _is_numeric(s: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+def insufficient(rows: int, reference_rows: int, params: Drift) -> DriftResult:
+    """The result of a window with fewer than `drift.min_rows` rows: nothing measured."""
+    return DriftResult(rows, reference_rows, params.min_rows, None)
 
 
-def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, columns: list[str], params: Drift,
-                   prediction: str | None) -> Any:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
-
-    numeric = [c for c in columns if _is_numeric(ref[c])]
-    categorical = [c for c in columns if c not in numeric]
-    keep = [*columns, *([prediction] if prediction else [])]
-    definition = DataDefinition(numerical_columns=numeric + ([prediction] if prediction else []),
-                                categorical_columns=categorical)
-    metrics: list[Any] = [DataDriftPreset(
-        columns=list(columns), drift_share=params.drift_share,
-        num_method=params.num_method, num_threshold=params.num_threshold,
-        cat_method=params.cat_method, cat_threshold=params.cat_threshold,
-    )]
-    if prediction:
-        # Kept out of the preset so that it does not count in the share of drifted inputs.
-        metrics.append(ValueDrift(column=prediction, method=params.num_method, threshold=params.num_threshold))
-    datasets = {name: Dataset.from_pandas(frame[keep].reset_index(drop=True), data_definition=definition)
-                for name, frame in (("current", cur), ("reference", ref))}
-    report = Report(metrics, include_tests=True)
-    return report.run(current_data=datasets["current"], reference_data=datasets["reference"])
-
-
-def _scores(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Column -> {method, score, threshold, drifted} from the per-column drift tests.
-
-    Evidently has no per-column boolean in its metric values: the verdict is the status of the
-    ValueDrift test, which also gets the direction right for p-value methods (lower = drift).
-    """
-    values = {m["id"]: m["value"] for m in snapshot["metrics"]}
-    out: dict[str, dict[str, Any]] = {}
-    for test in snapshot["tests"]:
-        config = test["metric_config"]
-        params = config["params"]
-        if not params["type"].endswith(":ValueDrift"):
-            continue
-        if test["status"] not in (_DRIFTED, _NOT_DRIFTED):
-            raise RuntimeError(f"Evidently could not test drift of {params['column']!r}: {test['description']}")
-        out[params["column"]] = {
-            "method": params.get("method"),
-            "score": float(values[config["metric_id"]]),
-            "threshold": params.get("threshold"),
-            "drifted": test["status"] == _DRIFTED,
-        }
-    return out
-
-
-def _quality(current: pd.DataFrame, prediction: str | None, target: str | None,
-             params: Drift) -> tuple[int, dict[str, Any] | None]:
-    """(labelled rows, quality); quality is None unless enough labelled rows of both classes."""
-    if prediction is None or target is None or prediction not in current or target not in current:
-        return 0, None
-    y = pd.to_numeric(current[target], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    p = pd.to_numeric(current[prediction], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    known = ~np.isnan(y) & ~np.isnan(p)
-    labelled, positives = int(known.sum()), int((y[known] > 0).sum())
-    if labelled < params.min_labelled or positives in (0, labelled):
-        return labelled, None
-    from sklearn.metrics import roc_auc_score
-
-    auc = float(roc_auc_score(y[known] > 0, p[known]))
-    return labelled, {"roc_auc": auc, "labelled": labelled, "positives": positives,
-                      "min_quality": params.min_quality}
-
-
-# --- from checks to an alarm ------------------------------------------------------------------
+# --- from checks to an alarm ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CheckState:
-    """What `decide` remembers between checks."""
+    """What `alarm` remembers between checks."""
 
-    consecutive: int = 0                   # detected checks in a row, since the last alarm
+    consecutive: int = 0  # detected checks in a row, since the last alarm
     last_alarm_at: dt.datetime | None = None
     last_retrain_at: dt.datetime | None = None
 
@@ -207,6 +276,8 @@ class CheckState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckState:
+        """From `to_dict`'s form; aware timestamps are converted to naive UTC. Raises ValueError
+        on a malformed value."""
         return cls(
             consecutive=int(data.get("consecutive", 0)),
             last_alarm_at=_parse(data.get("last_alarm_at")),
@@ -216,6 +287,8 @@ class CheckState:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether the checks so far amount to an alarm, and why, in one line."""
+
     confirmed: bool
     reason: str
 
@@ -223,8 +296,10 @@ class Verdict:
         return {"confirmed": self.confirmed, "reason": self.reason}
 
 
-def decide(result: DriftResult, state: CheckState, now: dt.datetime, params: Drift) -> tuple[Verdict, CheckState]:
-    """Persistence and cooldown over successive check results.
+def alarm(
+    result: DriftResult, state: CheckState, now: dt.datetime, params: Drift
+) -> tuple[Verdict, CheckState]:
+    """Persistence and cooldown over successive check results: the verdict and the next state.
 
     An insufficient window says nothing either way, so it neither counts nor resets. Inside the
     cooldown a detection does not accumulate: the drift it sees is what the retraining is about
@@ -232,42 +307,32 @@ def decide(result: DriftResult, state: CheckState, now: dt.datetime, params: Dri
     """
     now = naive_utc(now)
     if not result.sufficient:
-        return Verdict(False, f"no verdict: {result.rows} logged rows in the window, fewer than "
-                              f"drift.min_rows={result.min_rows}"), state
+        return Verdict(
+            False,
+            f"no verdict: {result.rows} logged rows in the window, fewer than "
+            f"drift.min_rows={result.min_rows}",
+        ), state
     if not result.detected:
-        return Verdict(False, f"no drift: {describe(result)}"), dataclasses.replace(state, consecutive=0)
+        return Verdict(False, f"no drift: {result.describe()}"), dataclasses.replace(
+            state, consecutive=0
+        )
     cooldown_end = _cooldown_end(state, params)
     if cooldown_end is not None and now < cooldown_end:
-        return Verdict(False, f"drift detected but not counted (cooldown after retraining until "
-                              f"{cooldown_end.isoformat(timespec='minutes')}): {describe(result)}"), \
-            dataclasses.replace(state, consecutive=0)
+        return Verdict(
+            False,
+            f"drift detected but not counted (cooldown after retraining until "
+            f"{cooldown_end.isoformat(timespec='minutes')}): {result.describe()}",
+        ), dataclasses.replace(state, consecutive=0)
     seen = state.consecutive + 1
     if seen < params.persistence:
-        return Verdict(False, f"drift detected in {seen} of {params.persistence} consecutive checks "
-                              f"needed: {describe(result)}"), dataclasses.replace(state, consecutive=seen)
-    return Verdict(True, f"drift confirmed in {seen} consecutive checks: {describe(result)}"), \
-        dataclasses.replace(state, consecutive=0, last_alarm_at=now)
-
-
-def describe(result: DriftResult) -> str:
-    """What the check found, in one line a person can act on."""
-    parts = []
-    if result.drifted_columns:
-        cmp = ">=" if result.data_drift else "<"
-        parts.append(f"{', '.join(result.drifted_columns)} (share {result.share:.2f} {cmp} {result.drift_share:.2f})")
-    else:
-        parts.append("no input column drifted")
-    if result.prediction_drift and result.prediction:
-        p = result.prediction
-        parts.append(f"prediction drift ({p['method']} {p['score']:.3f}, threshold {p['threshold']})")
-    if result.quality is not None:
-        q = result.quality
-        if result.quality_drift:
-            parts.append(f"quality drop (ROC-AUC {q['roc_auc']:.3f} < {q['min_quality']} "
-                         f"on {q['labelled']:,} labelled rows)")
-        else:
-            parts.append(f"ROC-AUC {q['roc_auc']:.3f} on {q['labelled']:,} labelled rows")
-    return "; ".join(parts)
+        return Verdict(
+            False,
+            f"drift detected in {seen} of {params.persistence} consecutive checks "
+            f"needed: {result.describe()}",
+        ), dataclasses.replace(state, consecutive=seen)
+    return Verdict(
+        True, f"drift confirmed in {seen} consecutive checks: {result.describe()}"
+    ), dataclasses.replace(state, consecutive=0, last_alarm_at=now)
 
 
 def _cooldown_end(state: CheckState, params: Drift) -> dt.datetime | None:

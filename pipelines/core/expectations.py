@@ -22,6 +22,10 @@ import pandas as pd
 
 from pipelines.config import Contract, Validate
 
+# Exit code of a gate that blocked the data: retrying cannot help, the same data fails the same
+# way (orchestrators read it; EX_DATAERR from sysexits.h).
+DATA_REJECTED = 65
+
 # The two batches the suite runs on: the raw table itself, and one row per day of the ingest
 # window (rows per day cannot be expressed on the raw table: an empty day has no rows to test).
 TABLE = "transactions"
@@ -32,9 +36,28 @@ DAY, ROWS = "day", "rows"
 # named by their class ("Int8Dtype"): the aliases ("Int8", "Float64") silently match nothing.
 # "int"/"float" also let object columns pass when every value is a Python number.
 NUMERIC_TYPES = (
-    "int", "float", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float32", "float64", "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype",
-    "UInt16Dtype", "UInt32Dtype", "UInt64Dtype", "Float32Dtype", "Float64Dtype",
+    "int",
+    "float",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float32",
+    "float64",
+    "Int8Dtype",
+    "Int16Dtype",
+    "Int32Dtype",
+    "Int64Dtype",
+    "UInt8Dtype",
+    "UInt16Dtype",
+    "UInt32Dtype",
+    "UInt64Dtype",
+    "Float32Dtype",
+    "Float64Dtype",
 )
 # ExpectColumnValuesToBeOfType compares the dtype's scalar type, so "str" matches pandas 3's
 # default `str`, `string` and `string[pyarrow]`, and checks each value of an object column;
@@ -71,10 +94,17 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         c = self.check
         return {
-            "key": c.key, "expectation": self.expectation, "column": c.column, "batch": c.batch,
-            "blocking": c.blocking, "success": self.success, "observed": self.observed,
-            "unexpected_count": self.unexpected_count, "details": dict(self.details),
-            "error": self.error, "description": c.description,
+            "key": c.key,
+            "expectation": self.expectation,
+            "column": c.column,
+            "batch": c.batch,
+            "blocking": c.blocking,
+            "success": self.success,
+            "observed": self.observed,
+            "unexpected_count": self.unexpected_count,
+            "details": dict(self.details),
+            "error": self.error,
+            "description": c.description,
         }
 
 
@@ -96,27 +126,43 @@ def build_suite(
         *_types(contract),
         *_not_null(contract, params),
         *_values(contract, params, start, end),
-        *(check for col in contract.categorical if col in values for check in _categories(col, values[col], params)),
+        *(
+            check
+            for col in contract.categorical
+            if col in values
+            for check in _categories(col, values[col], params)
+        ),
         *_label(contract, params),
         *_volume(contract, params, start, end),
     ]
 
 
 def _expected_columns(contract: Contract) -> list[str]:
-    return [*contract.columns, contract.target, *([contract.label_timestamp] if contract.label_timestamp else [])]
+    return [
+        *contract.columns,
+        contract.target,
+        *([contract.label_timestamp] if contract.label_timestamp else []),
+    ]
 
 
 def _structure(contract: Contract) -> list[Check]:
     cols = _expected_columns(contract)
     exists = [
-        Check(f"exists.{c}", "ExpectColumnToExist", {"column": c}, c, True, f"column {c!r} is present")
+        Check(
+            f"exists.{c}", "ExpectColumnToExist", {"column": c}, c, True, f"column {c!r} is present"
+        )
         for c in cols
     ]
     # A warning: a missing column already blocks above; what this adds is the list of
     # unexpected columns, which is how a renamed column shows its new name.
-    column_set = Check("columns.exact", "ExpectTableColumnsToMatchSet",
-                       {"column_set": cols, "exact_match": True}, None, False,
-                       "the table has exactly the contract's columns")
+    column_set = Check(
+        "columns.exact",
+        "ExpectTableColumnsToMatchSet",
+        {"column_set": cols, "exact_match": True},
+        None,
+        False,
+        "the table has exactly the contract's columns",
+    )
     return [*exists, column_set]
 
 
@@ -124,12 +170,40 @@ def _types(contract: Contract) -> list[Check]:
     strings = [contract.id, *([contract.entity] if contract.entity else []), *contract.categorical]
     numeric = [*contract.numeric, contract.target]
     return [
-        *(Check(f"type.{c}", "ExpectColumnValuesToBeOfType", {"column": c, "type_": STRING_TYPE},
-                c, True, f"{c!r} holds strings") for c in strings),
-        *(Check(f"type.{c}", "ExpectColumnValuesToBeInTypeList", {"column": c, "type_list": list(NUMERIC_TYPES)},
-                c, True, f"{c!r} is numeric") for c in numeric),
-        *(Check(f"type.{c}", "ExpectColumnValuesToBeOfType", {"column": c, "type_": DATETIME_TYPE},
-                c, True, f"{c!r} is a naive (UTC) datetime") for c in (contract.timestamp, contract.label_timestamp) if c),
+        *(
+            Check(
+                f"type.{c}",
+                "ExpectColumnValuesToBeOfType",
+                {"column": c, "type_": STRING_TYPE},
+                c,
+                True,
+                f"{c!r} holds strings",
+            )
+            for c in strings
+        ),
+        *(
+            Check(
+                f"type.{c}",
+                "ExpectColumnValuesToBeInTypeList",
+                {"column": c, "type_list": list(NUMERIC_TYPES)},
+                c,
+                True,
+                f"{c!r} is numeric",
+            )
+            for c in numeric
+        ),
+        *(
+            Check(
+                f"type.{c}",
+                "ExpectColumnValuesToBeOfType",
+                {"column": c, "type_": DATETIME_TYPE},
+                c,
+                True,
+                f"{c!r} is a naive (UTC) datetime",
+            )
+            for c in (contract.timestamp, contract.label_timestamp)
+            if c
+        ),
     ]
 
 
@@ -137,8 +211,14 @@ def _not_null(contract: Contract, params: Validate) -> list[Check]:
     # The label columns are exempt: a transaction whose label has not arrived is legitimately empty.
     share = params.max_null_share
     return [
-        Check(f"not_null.{c}", "ExpectColumnValuesToNotBeNull", {"column": c, "mostly": 1.0 - share}, c, True,
-              f"{c!r} has at most {share:.1%} nulls" if share else f"{c!r} has no nulls")
+        Check(
+            f"not_null.{c}",
+            "ExpectColumnValuesToNotBeNull",
+            {"column": c, "mostly": 1.0 - share},
+            c,
+            True,
+            f"{c!r} has at most {share:.1%} nulls" if share else f"{c!r} has no nulls",
+        )
         for c in contract.columns
     ]
 
@@ -146,34 +226,69 @@ def _not_null(contract: Contract, params: Validate) -> list[Check]:
 def _values(contract: Contract, params: Validate, start: dt.date, end: dt.date) -> list[Check]:
     ts = contract.timestamp
     checks = [
-        Check(f"unique.{contract.id}", "ExpectColumnValuesToBeUnique", {"column": contract.id},
-              contract.id, True, f"{contract.id!r} identifies one transaction"),
+        Check(
+            f"unique.{contract.id}",
+            "ExpectColumnValuesToBeUnique",
+            {"column": contract.id},
+            contract.id,
+            True,
+            f"{contract.id!r} identifies one transaction",
+        ),
         # The window as min and max rather than ExpectColumnValuesToBeBetween: GX 1.24 compares
         # datetime bounds vectorised only for ns-resolution columns and falls back to a per-row
         # Python loop otherwise (~2.5 s on 500k ms-resolution rows); min/max cost ~0.05 s.
         # ISO strings keep the kwargs JSON-able for the suite and the docs.
-        Check(f"window_start.{ts}", "ExpectColumnMinToBeBetween", {"column": ts, "min_value": _iso(start)},
-              ts, True, f"no {ts!r} before the ingest window starts ({start})"),
-        Check(f"window_end.{ts}", "ExpectColumnMaxToBeBetween",
-              {"column": ts, "max_value": _iso(end), "strict_max": True},
-              ts, True, f"no {ts!r} at or after the ingest window ends ({end}, exclusive)"),
+        Check(
+            f"window_start.{ts}",
+            "ExpectColumnMinToBeBetween",
+            {"column": ts, "min_value": _iso(start)},
+            ts,
+            True,
+            f"no {ts!r} before the ingest window starts ({start})",
+        ),
+        Check(
+            f"window_end.{ts}",
+            "ExpectColumnMaxToBeBetween",
+            {"column": ts, "max_value": _iso(end), "strict_max": True},
+            ts,
+            True,
+            f"no {ts!r} at or after the ingest window ends ({end}, exclusive)",
+        ),
     ]
     if contract.amount:
         lo, hi = params.amount_range
-        checks.append(Check(f"range.{contract.amount}", "ExpectColumnValuesToBeBetween",
-                            {"column": contract.amount, "min_value": lo, "max_value": hi},
-                            contract.amount, True, f"{contract.amount!r} lies in [{lo:g}, {hi:g}]"))
+        checks.append(
+            Check(
+                f"range.{contract.amount}",
+                "ExpectColumnValuesToBeBetween",
+                {"column": contract.amount, "min_value": lo, "max_value": hi},
+                contract.amount,
+                True,
+                f"{contract.amount!r} lies in [{lo:g}, {hi:g}]",
+            )
+        )
     return checks
 
 
 def _categories(column: str, values: Sequence[str], params: Validate) -> list[Check]:
     share = params.min_known_share
     return [
-        Check(f"known.{column}", "ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(values)},
-              column, False, f"{column!r} has only known values (new ones are listed, not blocked)"),
-        Check(f"known_share.{column}", "ExpectColumnValuesToBeInSet",
-              {"column": column, "value_set": list(values), "mostly": share},
-              column, True, f"at least {share:.0%} of {column!r} are known values"),
+        Check(
+            f"known.{column}",
+            "ExpectColumnValuesToBeInSet",
+            {"column": column, "value_set": list(values)},
+            column,
+            False,
+            f"{column!r} has only known values (new ones are listed, not blocked)",
+        ),
+        Check(
+            f"known_share.{column}",
+            "ExpectColumnValuesToBeInSet",
+            {"column": column, "value_set": list(values), "mostly": share},
+            column,
+            True,
+            f"at least {share:.0%} of {column!r} are known values",
+        ),
     ]
 
 
@@ -181,33 +296,65 @@ def _label(contract: Contract, params: Validate) -> list[Check]:
     y, lts, ts = contract.target, contract.label_timestamp, contract.timestamp
     lo, hi = params.label_rate
     checks = [
-        Check(f"binary.{y}", "ExpectColumnValuesToBeInSet", {"column": y, "value_set": [0, 1]}, y, True,
-              f"{y!r} is 0, 1 or not yet known"),
+        Check(
+            f"binary.{y}",
+            "ExpectColumnValuesToBeInSet",
+            {"column": y, "value_set": [0, 1]},
+            y,
+            True,
+            f"{y!r} is 0, 1 or not yet known",
+        ),
         # The mean skips missing labels, so this is the positive rate among labelled rows; with
         # no labelled row at all it has no value and fails, which is right: nothing to train on.
-        Check(f"label_rate.{y}", "ExpectColumnMeanToBeBetween", {"column": y, "min_value": lo, "max_value": hi},
-              y, True, f"the label rate of labelled rows is in [{lo:g}, {hi:g}]"),
+        Check(
+            f"label_rate.{y}",
+            "ExpectColumnMeanToBeBetween",
+            {"column": y, "min_value": lo, "max_value": hi},
+            y,
+            True,
+            f"the label rate of labelled rows is in [{lo:g}, {hi:g}]",
+        ),
     ]
     if lts is None:
         return checks
     return [
         *checks,
         # A label known before its transaction happened would leak the future into training.
-        Check(f"label_after_event.{lts}", "ExpectColumnPairValuesAToBeGreaterThanB",
-              {"column_A": lts, "column_B": ts, "or_equal": True, "ignore_row_if": "either_value_is_missing"},
-              lts, True, f"{lts!r} is not earlier than {ts!r}"),
+        Check(
+            f"label_after_event.{lts}",
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {
+                "column_A": lts,
+                "column_B": ts,
+                "or_equal": True,
+                "ignore_row_if": "either_value_is_missing",
+            },
+            lts,
+            True,
+            f"{lts!r} is not earlier than {ts!r}",
+        ),
     ]
 
 
 def _volume(contract: Contract, params: Validate, start: dt.date, end: dt.date) -> list[Check]:
     return [
-        Check("row_count", "ExpectTableRowCountToBeBetween",
-              {"min_value": params.min_rows, "max_value": params.max_rows}, None, True,
-              f"between {params.min_rows:,} and {params.max_rows:,} rows"),
-        Check(f"rows_per_day.{contract.timestamp}", "ExpectColumnValuesToBeBetween",
-              {"column": ROWS, "min_value": params.min_rows_per_day}, contract.timestamp, True,
-              f"every day in [{start}, {end}) has at least {params.min_rows_per_day} row(s) by {contract.timestamp!r}",
-              batch=DAILY),
+        Check(
+            "row_count",
+            "ExpectTableRowCountToBeBetween",
+            {"min_value": params.min_rows, "max_value": params.max_rows},
+            None,
+            True,
+            f"between {params.min_rows:,} and {params.max_rows:,} rows",
+        ),
+        Check(
+            f"rows_per_day.{contract.timestamp}",
+            "ExpectColumnValuesToBeBetween",
+            {"column": ROWS, "min_value": params.min_rows_per_day},
+            contract.timestamp,
+            True,
+            f"every day in [{start}, {end}) has at least {params.min_rows_per_day} row(s) by {contract.timestamp!r}",
+            batch=DAILY,
+        ),
     ]
 
 
@@ -231,13 +378,16 @@ def daily_rows(df: pd.DataFrame, timestamp: str, start: dt.date, end: dt.date) -
     return pd.DataFrame({DAY: days.strftime("%Y-%m-%d"), ROWS: rows})
 
 
-def unexpected_value_counts(values: pd.Series, allowed: Iterable[Any], limit: int = 20) -> list[dict[str, Any]]:
+def unexpected_value_counts(
+    values: pd.Series, allowed: Iterable[Any], limit: int = 20
+) -> list[dict[str, Any]]:
     """The most frequent values outside `allowed` with their exact counts (nulls are not values)."""
     outside = values[values.notna() & ~values.isin(list(allowed))]
     return [{"value": v, "count": int(n)} for v, n in outside.value_counts().head(limit).items()]
 
 
 def gate_passed(outcomes: Iterable[Outcome]) -> bool:
+    """True when every blocking check succeeded (warnings do not block)."""
     return all(o.success or not o.check.blocking for o in outcomes)
 
 
@@ -249,11 +399,16 @@ def ordered(outcomes: Iterable[Outcome]) -> list[Outcome]:
 def explain_missing_columns(outcomes: Iterable[Outcome]) -> list[Outcome]:
     """Checks on an absent column fail with GX internals ("list index out of range"): say why instead."""
     outcomes = list(outcomes)
-    missing = {o.check.column for o in outcomes if o.check.type == "ExpectColumnToExist" and not o.success}
+    missing = {
+        o.check.column for o in outcomes if o.check.type == "ExpectColumnToExist" and not o.success
+    }
     return [
         replace(o, error=f"column {o.check.column!r} is missing")
-        if not o.success and o.check.column in missing and o.check.batch == TABLE
-        and o.check.type != "ExpectColumnToExist" else o
+        if not o.success
+        and o.check.column in missing
+        and o.check.batch == TABLE
+        and o.check.type != "ExpectColumnToExist"
+        else o
         for o in outcomes
     ]
 
@@ -276,10 +431,15 @@ def _evidence(o: Outcome) -> str:
         return f"{len(days)} day(s) with fewer than {o.check.kwargs['min_value']} row(s): {shown}"
     if o.unexpected_count is not None:
         pct = o.details.get("unexpected_percent")
-        counted = ", ".join(f"{v['value']!r} ×{v['count']}" for v in o.details.get("unexpected_values", []))
+        counted = ", ".join(
+            f"{v['value']!r} ×{v['count']}" for v in o.details.get("unexpected_values", [])
+        )
         examples = ", ".join(repr(v) for v in o.details.get("examples", []))
-        return (f"{o.unexpected_count} unexpected" + (f" ({pct:.2f}%)" if pct is not None else "")
-                + (f": {counted}" if counted else f", e.g. {examples}" if examples else ""))
+        return (
+            f"{o.unexpected_count} unexpected"
+            + (f" ({pct:.2f}%)" if pct is not None else "")
+            + (f": {counted}" if counted else f", e.g. {examples}" if examples else "")
+        )
     mismatched = o.details.get("mismatched")
     if mismatched:
         return "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in sorted(mismatched.items()))

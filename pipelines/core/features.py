@@ -3,11 +3,12 @@
 `build_features(events, spec)` computes, for every row of `events`, request-level features and
 history features of its entity that use only *strictly earlier* events of that entity (by
 millisecond timestamp; events at the same millisecond do not see each other). Offline, `events`
-is the whole dataset. Online, the service calls `features_for(batch, history, spec)` with the
-entity's stored events as history: the same function over the same events gives the same
-numbers, which is what the skew test checks. The service's hot path, `online_features`, is the
-same computation on plain arrays, optionally continuing from a store's per-entity summary of
-events older than the longest window (`Folded`), so a long history is not re-read per request.
+is the whole dataset. Online, the service calls `online_features(batch, past, spec, folded)`:
+the same computation on plain arrays, over the entity's stored events followed by the batch,
+optionally continuing from a store's per-entity summary of events older than the longest window
+(`Folded`), so a long history is not re-read per request. `features_for(batch, history, spec)`
+is that path on pandas frames (tests and tools). The same events give the same numbers, which is
+what the skew test checks.
 
 All arithmetic on an entity's history is done within that entity's group, in time order, so a
 row's values do not depend on which other entities happen to be in the frame.
@@ -28,6 +29,8 @@ _MS_PER_HOUR = 3_600_000
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """What the features are computed from: the dataset contract and the history windows (hours)."""
+
     contract: Contract
     windows_hours: tuple[int, ...] = (1, 24, 168)
 
@@ -124,8 +127,14 @@ class Coded:
     def extended(self, values: np.ndarray) -> Coded:
         """These codes followed by `values` (strings or missing) encoded with the same levels."""
         index = {v: float(i) for i, v in enumerate(self.levels)}
-        new = np.fromiter((index.setdefault(v, float(len(index))) if isinstance(v, str) else np.nan
-                           for v in values), np.float64, len(values))
+        new = np.fromiter(
+            (
+                index.setdefault(v, float(len(index))) if isinstance(v, str) else np.nan
+                for v in values
+            ),
+            np.float64,
+            len(values),
+        )
         return Coded(np.concatenate([self.codes, new]), list(index))
 
 
@@ -146,8 +155,9 @@ class Folded:
 Past = Mapping[str, "np.ndarray | Coded"]
 
 
-def online_features(batch: dict[str, np.ndarray], past: Past | None, spec: FeatureSpec,
-                    folded: Folded | None = None) -> dict[str, np.ndarray]:
+def online_features(
+    batch: dict[str, np.ndarray], past: Past | None, spec: FeatureSpec, folded: Folded | None = None
+) -> dict[str, np.ndarray]:
     """`features_for` on plain arrays, the serving hot path (a pandas frame per batch costs more
     than the arithmetic). `batch` is `event_columns`' layout, `past` is `history_arrays`' one
     (its string columns may be `Coded`), or None: no stored events. Returns `spec.names` → one
@@ -170,7 +180,7 @@ def online_features(batch: dict[str, np.ndarray], past: Past | None, spec: Featu
     cols = {k: v.codes if isinstance(v, Coded) else v for k, v in arrays.items()}
     n = len(batch[spec.contract.timestamp])
     base = _base(arrays["entity"], batch, folded, spec) if folded is not None else None
-    history = {k: v[len(v) - n:] for k, v in _history(cols, spec, base).items()}
+    history = {k: v[len(v) - n :] for k, v in _history(cols, spec, base).items()}
     return _assemble(batch, history, spec)
 
 
@@ -180,8 +190,9 @@ def _join(past: np.ndarray | Coded, batch: np.ndarray | Coded) -> np.ndarray | C
     return past.extended(batch) if isinstance(past, Coded) else np.concatenate([past, batch])
 
 
-def _base(entity: np.ndarray | Coded, batch: dict[str, np.ndarray], folded: Folded,
-          spec: FeatureSpec) -> dict[str, np.ndarray]:
+def _base(
+    entity: np.ndarray | Coded, batch: dict[str, np.ndarray], folded: Folded, spec: FeatureSpec
+) -> dict[str, np.ndarray]:
     """Per row, its entity's folded summary (zeros for entities without one). Novelty is only
     looked up for the batch rows: the stored rows' own features are not kept."""
     assert isinstance(entity, Coded)
@@ -196,13 +207,20 @@ def _base(entity: np.ndarray | Coded, batch: dict[str, np.ndarray], folded: Fold
     def take(values: np.ndarray, empty: float | int) -> np.ndarray:
         return np.where(has, values[pick] if len(values) else empty, empty)
 
-    base = {"n": take(folded.n, 0.0), "sum": take(folded.sum, 0.0), "sq": take(folded.sq, 0.0),
-            "last": take(folded.last, 0)}
+    base = {
+        "n": take(folded.n, 0.0),
+        "sum": take(folded.sum, 0.0),
+        "sq": take(folded.sq, 0.0),
+        "last": take(folded.last, 0),
+    }
     total, n = len(row), len(batch[spec.contract.timestamp])
     for col in spec.contract.novelty:
         seen = np.zeros(total, dtype=bool)
         sets = folded.seen[col]
-        seen[total - n:] = [r >= 0 and v in sets[r] for r, v in zip(row[total - n:].tolist(), batch[col], strict=True)]
+        seen[total - n :] = [
+            r >= 0 and v in sets[r]
+            for r, v in zip(row[total - n :].tolist(), batch[col], strict=True)
+        ]
         base[f"seen:{col}"] = seen
     return base
 
@@ -241,7 +259,9 @@ def _batch_history_arrays(batch: dict[str, np.ndarray], spec: FeatureSpec) -> di
     return out
 
 
-def _assemble(events: dict[str, np.ndarray], history: dict[str, np.ndarray], spec: FeatureSpec) -> dict[str, np.ndarray]:
+def _assemble(
+    events: dict[str, np.ndarray], history: dict[str, np.ndarray], spec: FeatureSpec
+) -> dict[str, np.ndarray]:
     """Request-level features of `events` (`event_columns` layout) plus the history features,
     in `spec.names` order."""
     c = spec.contract
@@ -256,8 +276,9 @@ def _assemble(events: dict[str, np.ndarray], history: dict[str, np.ndarray], spe
     return {name: out[name] for name in spec.names}
 
 
-def _history(cols: dict[str, np.ndarray], spec: FeatureSpec,
-             base: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def _history(
+    cols: dict[str, np.ndarray], spec: FeatureSpec, base: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """The history features of every row. `base` (online, see `online_features`): per row, what
     its entity's folded events contribute; without it the rows are the whole history."""
     c = spec.contract
@@ -272,7 +293,9 @@ def _history(cols: dict[str, np.ndarray], spec: FeatureSpec,
     t0 = int(ts_s.min()) if n else 0
     span = (int(ts_s.max()) - t0 + 1) if n else 1
     if n and (int(code_s.max()) + 2) * span >= 2**62:
-        raise ValueError("too many entities x time span for int64 history keys; split the data by time")
+        raise ValueError(
+            "too many entities x time span for int64 history keys; split the data by time"
+        )
     key = code_s.astype(np.int64) * span + (ts_s - t0)
     group_start = np.searchsorted(key, code_s.astype(np.int64) * span, side="left")
     first_same_ms = np.searchsorted(key, key, side="left")
@@ -336,12 +359,18 @@ def _history(cols: dict[str, np.ndarray], spec: FeatureSpec,
     return {name: arr[inverse] for name, arr in res.items()}
 
 
-def _prefix_within_groups(values: np.ndarray, group_start: np.ndarray, start: np.ndarray) -> np.ndarray:
+def _prefix_within_groups(
+    values: np.ndarray, group_start: np.ndarray, start: np.ndarray
+) -> np.ndarray:
     """Inclusive running sums that restart at each group (rows sorted by group) from the group's
     `start` value, summed within the group only, so a group's values never depend on the other
     groups in the frame."""
     out = np.empty_like(values)
-    starts = np.flatnonzero(np.r_[True, group_start[1:] != group_start[:-1]]) if len(values) else np.zeros(0, int)
+    starts = (
+        np.flatnonzero(np.r_[True, group_start[1:] != group_start[:-1]])
+        if len(values)
+        else np.zeros(0, int)
+    )
     values = values.copy()
     values[starts] = start[starts] + values[starts]  # 0.0 + x is x: no start changes nothing
     bounds = [*starts.tolist(), len(values)]

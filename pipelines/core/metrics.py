@@ -13,6 +13,12 @@ def threshold_at_alert_rate(scores: np.ndarray, alert_rate: float) -> float:
 
 
 def summary(y: np.ndarray, p: np.ndarray, alert_rate: float, bins: int = 10) -> dict[str, float]:
+    """Test metrics of scores `p` (n) against 0/1 labels `y` (n).
+
+    ROC-AUC, average precision, recall and precision at the `alert_rate` threshold (the share
+    a team can review), log loss, Brier score and expected calibration error over `bins` quantile
+    bins. With one class only `rows` and `positives` (ranking metrics are undefined).
+    """
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
     out: dict[str, float] = {"rows": int(len(y)), "positives": int(y.sum())}
@@ -41,6 +47,7 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Row-weighted mean |predicted - observed| over quantile bins (Naeini et al., 2015)."""
     t = calibration_table(y, p, bins)
     return float((t["rows"] * (t["predicted"] - t["observed"]).abs()).sum() / t["rows"].sum())
 
@@ -61,7 +68,9 @@ def _thin(df: pd.DataFrame, points: int) -> pd.DataFrame:
     return df.iloc[idx].reset_index(drop=True)
 
 
-def slices(frame: pd.DataFrame, y: str, p: str, by: list[str], alert_rate: float, min_rows: int) -> dict:
+def slices(
+    frame: pd.DataFrame, y: str, p: str, by: list[str], alert_rate: float, min_rows: int
+) -> dict:
     """Per-value metrics for each slicing column; values with too few rows are pooled as '(other)'."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     thr = threshold_at_alert_rate(frame[p].to_numpy(), alert_rate)

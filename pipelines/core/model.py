@@ -7,6 +7,7 @@ the fitted estimator. It pickles as one object.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ FAMILIES = ("lightgbm", "logistic")
 
 @dataclass
 class TabularModel:
+    """A fitted model with its feature order and training category levels (unseen level: missing)."""
+
     family: str
     numeric: list[str]
     categorical: list[str]
@@ -40,7 +43,10 @@ class TabularModel:
         """Rows × categorical columns: True where the value was never seen in training."""
         if not self.categorical:
             return np.zeros((len(X), 0), dtype=bool)
-        cols = [~X[c].isin(self.categories[c]).to_numpy() & X[c].notna().to_numpy() for c in self.categorical]
+        cols = [
+            ~X[c].isin(self.categories[c]).to_numpy() & X[c].notna().to_numpy()
+            for c in self.categorical
+        ]
         return np.column_stack(cols)
 
     def prepare(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -53,15 +59,12 @@ class TabularModel:
             out[c] = pd.Categorical(X[c].astype(object), categories=self.categories[c])
         return out
 
-    def for_serving(self) -> TabularModel:
-        """One thread per prediction: small batches lose more to OpenMP start-up than they gain,
-        and the serving process needs its other core for HTTP."""
-        if self.family == "lightgbm":
-            self.estimator.set_params(n_jobs=1)
-        # The booster ignores the wrapper's n_jobs and predicts with training's num_threads:
-        # ~5 ms for a 32-row batch on a pinned core instead of ~0.2 ms with one thread.
-        self.predict_threads = 1
-        return self
+    def serving_copy(self) -> TabularModel:
+        """A copy that predicts with one thread: small batches lose more to OpenMP start-up than
+        they gain, and the serving process needs its other core for HTTP. (The booster ignores
+        the wrapper's n_jobs and predicts with training's num_threads: ~5 ms for a 32-row batch
+        on a pinned core instead of ~0.2 ms with one thread.)"""
+        return dataclasses.replace(self, predict_threads=1)
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """`prepare` as one float matrix, categoricals as their fixed-level codes (NaN if unseen):
@@ -121,7 +124,13 @@ def _levels(X: pd.DataFrame, spec: FeatureSpec) -> dict[str, list[str]]:
     return {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in spec.categorical}
 
 
-def fit(family: str, X: pd.DataFrame, y: np.ndarray, spec: FeatureSpec, params: Any, seed: int) -> TabularModel:
+def fit(
+    family: str, X: pd.DataFrame, y: np.ndarray, spec: FeatureSpec, params: Any, seed: int
+) -> TabularModel:
+    """Fit `family` on features `X` (rows × spec.names) and 0/1 labels `y` (rows).
+
+    Raises ValueError for an unknown family or a single class in `y`.
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
     if len(np.unique(y)) < 2:
@@ -157,7 +166,9 @@ def _fit_lightgbm(X: pd.DataFrame, y: np.ndarray, p: LightGBMParams, seed: int) 
     return est
 
 
-def _fit_logistic(X: pd.DataFrame, y: np.ndarray, p: LogisticParams, seed: int, spec: FeatureSpec) -> Any:
+def _fit_logistic(
+    X: pd.DataFrame, y: np.ndarray, p: LogisticParams, seed: int, spec: FeatureSpec
+) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -167,10 +178,14 @@ def _fit_logistic(X: pd.DataFrame, y: np.ndarray, p: LogisticParams, seed: int, 
     numeric = make_pipeline(
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         # Heavy tails (amounts, ratios) wreck a linear model; ranks do not.
-        QuantileTransformer(n_quantiles=200, output_distribution="normal", subsample=200_000, random_state=seed),
+        QuantileTransformer(
+            n_quantiles=200, output_distribution="normal", subsample=200_000, random_state=seed
+        ),
     )
     categorical = OneHotEncoder(handle_unknown="ignore", min_frequency=20)
-    pre = ColumnTransformer([("num", numeric, spec.numeric), ("cat", categorical, spec.categorical)])
+    pre = ColumnTransformer(
+        [("num", numeric, spec.numeric), ("cat", categorical, spec.categorical)]
+    )
     est = make_pipeline(pre, LogisticRegression(C=p.C, max_iter=p.max_iter, random_state=seed))
     # OneHotEncoder wants plain objects with a missing marker, not pandas categoricals.
     Xo = X.copy()
@@ -208,8 +223,14 @@ def feature_importance(model: TabularModel) -> pd.DataFrame:
         names = pipe[0].get_feature_names_out()
         coef = np.abs(pipe[-1].coef_[0])
         base = [n.split("__", 1)[1] for n in names]
-        owner = [next((f for f in model.features if b == f or b.startswith(f + "_")), b) for b in base]
-        imp = pd.DataFrame({"feature": owner, "importance": coef}).groupby("feature", as_index=False).sum()
+        owner = [
+            next((f for f in model.features if b == f or b.startswith(f + "_")), b) for b in base
+        ]
+        imp = (
+            pd.DataFrame({"feature": owner, "importance": coef})
+            .groupby("feature", as_index=False)
+            .sum()
+        )
     total = imp["importance"].sum() or 1.0
     imp["importance"] = imp["importance"] / total
     return imp.sort_values("importance", ascending=False, ignore_index=True)

@@ -1,8 +1,8 @@
-"""The online feature store: each entity's past events, for `core.features.features_for`.
+"""The online feature store: each entity's past events, for `core.features.online_features`.
 
 The service reads the history of a batch's entities, scores, then appends the batch. The
-interface (`OnlineStore`) is about events and entities only, so a Redis implementation can
-replace `SQLiteStore` without touching the service.
+interface (`OnlineStore`) is about events and entities only; `SQLiteStore` is the one
+implementation, constructed by name where a store is needed.
 
 `SQLiteStore` layout. `path` is a symlink to the current *generation* file, a WAL-mode SQLite
 database next to it. `seed` builds a complete new generation, then atomically repoints the
@@ -64,7 +64,9 @@ CREATE TABLE IF NOT EXISTS summary (
     seen TEXT NOT NULL
 ) WITHOUT ROWID;
 """
-_SCHEMA = _SUMMARY_TABLE + """
+_SCHEMA = (
+    _SUMMARY_TABLE
+    + """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE events (
     entity TEXT NOT NULL,
@@ -76,6 +78,7 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX events_id ON events (id);
 """
+)
 _INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 # Both aggregates visit the same rows in the same order, so the packed columns stay aligned.
 _HISTORY = """
@@ -102,7 +105,9 @@ class OnlineStore(Protocol):
         """All stored events of `entities`: `spec.history_columns`, offline dtypes, ts order."""
         ...
 
-    def history_arrays(self, entities: Sequence[str], since: Sequence[int] | None = None) -> tuple[Past, Folded | None]:
+    def history_arrays(
+        self, entities: Sequence[str], since: Sequence[int] | None = None
+    ) -> tuple[Past, Folded | None]:
         """`history` in `core.features.history_arrays`' layout, without a pandas frame. With
         `since` (per entity, the earliest event time, in ms, that features will be computed
         for): the events that are needed plus the summary of the rest, for
@@ -125,6 +130,10 @@ class OnlineStore(Protocol):
         """Replace the whole content at once: readers see the old or the new, never a mix."""
         ...
 
+    def seeded(self) -> bool:
+        """Whether the store was seeded (the service is not ready on a store that never was)."""
+        ...
+
     def count(self) -> int: ...
 
     def close(self) -> None: ...
@@ -140,7 +149,9 @@ class SQLiteStore:
     with everything else, appends after it land in the new content.
     """
 
-    def __init__(self, path: str | os.PathLike[str], spec: FeatureSpec, busy_timeout_ms: int = 5000):
+    def __init__(
+        self, path: str | os.PathLike[str], spec: FeatureSpec, busy_timeout_ms: int = 5000
+    ):
         c = spec.contract
         if c.entity is None:
             raise ValueError("the online store needs contract.entity (history features are off)")
@@ -163,7 +174,9 @@ class SQLiteStore:
         self._closed = False
 
         if self.path.exists() and not self.path.is_symlink():
-            raise ValueError(f"{self.path} is not a feature store (expected a symlink to a generation)")
+            raise ValueError(
+                f"{self.path} is not a feature store (expected a symlink to a generation)"
+            )
         if not self.path.is_symlink():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             generation = self._build([])
@@ -177,7 +190,9 @@ class SQLiteStore:
     def history(self, entities: Sequence[str]) -> pd.DataFrame:
         return self._decode(*self._fetch(entities))
 
-    def history_arrays(self, entities: Sequence[str], since: Sequence[int] | None = None) -> tuple[Past, Folded | None]:
+    def history_arrays(
+        self, entities: Sequence[str], since: Sequence[int] | None = None
+    ) -> tuple[Past, Folded | None]:
         if since is None:
             return self._arrays(*self._fetch(entities)), None
         con, _ = self._connection()
@@ -187,8 +202,11 @@ class SQLiteStore:
         summaries = {r[0]: r for r in con.execute(_SUMMARIES, (json.dumps(list(entities)),))}
         # A summary serves an entity only if every window of its new events starts after the
         # cutoff; otherwise (late events) its full history is read.
-        usable = [summaries[e] for e, t in zip(entities, since, strict=True)
-                  if e in summaries and t - self._horizon >= summaries[e][1]]
+        usable = [
+            summaries[e]
+            for e, t in zip(entities, since, strict=True)
+            if e in summaries and t - self._horizon >= summaries[e][1]
+        ]
         cut = {r[0]: r[1] for r in usable}
         bounds = json.dumps([[e, cut.get(e, _MIN_MS)] for e in entities])
         strs, nums = con.execute(_HISTORY_FROM, (bounds,)).fetchone()
@@ -200,8 +218,11 @@ class SQLiteStore:
         sums = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float64).reshape(-1, 2)
         seen = [json.loads(r[5]) for r in rows]
         return Folded(
-            entities=[r[0] for r in rows], n=np.array([r[2] for r in rows], dtype=np.float64),
-            sum=sums[:, 0].copy(), sq=sums[:, 1].copy(), last=np.array([r[3] for r in rows], dtype=np.int64),
+            entities=[r[0] for r in rows],
+            n=np.array([r[2] for r in rows], dtype=np.float64),
+            sum=sums[:, 0].copy(),
+            sq=sums[:, 1].copy(),
+            last=np.array([r[3] for r in rows], dtype=np.int64),
             seen={c: [frozenset(s[j]) for s in seen] for j, c in enumerate(self._novelty)},
         )
 
@@ -211,9 +232,13 @@ class SQLiteStore:
         out: dict[str, np.ndarray | Coded] = {"ts": rec["ts"][order]}
         # Strings stay in Arrow and come out as codes: no Python object per stored value.
         for name, key in [(self._entity, "entity"), *((c, f"novelty:{c}") for c in self._novelty)]:
-            coded = pc.dictionary_encode(split.take(pa.array(order * k + self._strings.index(name))))
-            out[key] = Coded(coded.indices.to_numpy(zero_copy_only=False).astype(np.float64),
-                             coded.dictionary.to_pylist())
+            coded = pc.dictionary_encode(
+                split.take(pa.array(order * k + self._strings.index(name)))
+            )
+            out[key] = Coded(
+                coded.indices.to_numpy(zero_copy_only=False).astype(np.float64),
+                coded.dictionary.to_pylist(),
+            )
         if self._amount:
             out["amount"] = rec["amount"][order]
         return out
@@ -244,11 +269,17 @@ class SQLiteStore:
                     con.execute("ROLLBACK")
                 raise
 
-    def _insert_rows(self, con: sqlite3.Connection, rows: list[tuple[str, int, str, bytes, str]]) -> None:
+    def _insert_rows(
+        self, con: sqlite3.Connection, rows: list[tuple[str, int, str, bytes, str]]
+    ) -> None:
         """Insert (in a write transaction); an event older than its entity's cutoff is added to
         the summary too, so the summary keeps covering exactly the events before the cutoff."""
-        cutoffs = dict(con.execute("SELECT entity, cutoff FROM summary WHERE entity IN (SELECT value FROM json_each(?))",
-                                   (json.dumps(list({r[0]: None for r in rows})),)).fetchall())
+        cutoffs = dict(
+            con.execute(
+                "SELECT entity, cutoff FROM summary WHERE entity IN (SELECT value FROM json_each(?))",
+                (json.dumps(list({r[0]: None for r in rows})),),
+            ).fetchall()
+        )
         if not cutoffs:
             con.executemany(_INSERT, rows)
             return
@@ -260,7 +291,9 @@ class SQLiteStore:
 
     def _fold_late(self, con: sqlite3.Connection, row: tuple[str, int, str, bytes, str]) -> None:
         entity, ts, _, blob, strs = row
-        n, last, sums, seen = con.execute("SELECT n, last, sums, seen FROM summary WHERE entity = ?", (entity,)).fetchone()
+        n, last, sums, seen = con.execute(
+            "SELECT n, last, sums, seen FROM summary WHERE entity = ?", (entity,)
+        ).fetchone()
         s, q = np.frombuffer(sums, dtype=np.float64)
         amount = float(np.frombuffer(blob, dtype=self._nums)["amount"][0]) if self._amount else 0.0
         values = strs.split(_SEP)
@@ -269,9 +302,16 @@ class SQLiteStore:
             value = values[self._strings.index(col)]
             if value not in seen_sets[j]:
                 seen_sets[j].append(value)
-        con.execute("UPDATE summary SET n = ?, last = ?, sums = ?, seen = ? WHERE entity = ?",
-                    (n + 1, max(last, ts), np.array([s + amount, q + amount * amount]).tobytes(),
-                     json.dumps(seen_sets), entity))
+        con.execute(
+            "UPDATE summary SET n = ?, last = ?, sums = ?, seen = ? WHERE entity = ?",
+            (
+                n + 1,
+                max(last, ts),
+                np.array([s + amount, q + amount * amount]).tobytes(),
+                json.dumps(seen_sets),
+                entity,
+            ),
+        )
 
     def compact(self) -> None:
         """Recompute every entity's summary: its events older than the longest feature window
@@ -280,7 +320,9 @@ class SQLiteStore:
         con, _ = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
-            rows = con.execute("SELECT entity, ts, id, nums, strs FROM events ORDER BY entity, ts, id").fetchall()
+            rows = con.execute(
+                "SELECT entity, ts, id, nums, strs FROM events ORDER BY entity, ts, id"
+            ).fetchall()
             con.execute("DELETE FROM summary")
             con.executemany("INSERT INTO summary VALUES (?, ?, ?, ?, ?, ?)", self._summaries(rows))
             con.execute("COMMIT")
@@ -304,16 +346,25 @@ class SQLiteStore:
             k = int(np.searchsorted(ts, ts[-1] - self._horizon, side="left"))
             if k == 0:
                 continue
-            amount = rec["amount"][lo:lo + k] if self._amount else np.zeros(k)
+            amount = rec["amount"][lo : lo + k] if self._amount else np.zeros(k)
             sums = np.array([np.cumsum(amount)[-1], np.cumsum(amount * amount)[-1]])
             split = [rows[i][4].split(_SEP) for i in range(lo, lo + k)]
             seen = [sorted({v[j] for v in split}) for j in novelty]
-            out.append((entity[lo], int(ts[-1] - self._horizon), k, int(ts[k - 1]), sums.tobytes(), json.dumps(seen)))
+            out.append(
+                (
+                    entity[lo],
+                    int(ts[-1] - self._horizon),
+                    k,
+                    int(ts[k - 1]),
+                    sums.tobytes(),
+                    json.dumps(seen),
+                )
+            )
         return out
 
     def seed(self, events: pd.DataFrame) -> None:
         rows = sorted(self._encode(events))  # clustered-key order: the bulk build is sequential
-        generation = self._build(rows)
+        generation = self._build(rows, seeded=True)
         con, old = self._connection()
         link = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.link")
         con.execute("BEGIN IMMEDIATE")
@@ -329,6 +380,15 @@ class SQLiteStore:
             con.execute("ROLLBACK")
         self._drop_thread_connection()
         _remove_generation(self.path.parent / old)
+
+    def seeded(self) -> bool:
+        """Whether a seed filled this store (or it holds events): an empty, never seeded store
+        would make every entity look new."""
+        con, _ = self._connection()
+        marked = con.execute("SELECT 1 FROM meta WHERE key = 'seeded_at'").fetchone()
+        return (
+            marked is not None or con.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
+        )
 
     def count(self) -> int:
         con, _ = self._connection()
@@ -355,7 +415,9 @@ class SQLiteStore:
             columns[self._amount] = amount.to_numpy(np.float64, na_value=np.nan)
         return self._encode_columns(columns)
 
-    def _encode_columns(self, columns: Mapping[str, Sequence | np.ndarray]) -> list[tuple[str, int, str, bytes, str]]:
+    def _encode_columns(
+        self, columns: Mapping[str, Sequence | np.ndarray]
+    ) -> list[tuple[str, int, str, bytes, str]]:
         ms = np.asarray(columns[self._ts], dtype=np.int64)
         if (ms == np.iinfo(np.int64).min).any():
             raise ValueError(f"events column {self._ts!r} has nulls")
@@ -364,11 +426,13 @@ class SQLiteStore:
         if self._amount:
             nums["amount"] = columns[self._amount]
         packed, width = nums.tobytes(), nums.itemsize
-        blobs = [packed[i * width:(i + 1) * width] for i in range(len(ms))]
+        blobs = [packed[i * width : (i + 1) * width] for i in range(len(ms))]
         # Plain Python over a batch's few values is cheaper than pandas' per-call overhead.
         strings = {c: _checked(c, columns[c]) for c in self._strings}
         strs = [_SEP.join(v) + _SEP for v in zip(*strings.values(), strict=True)]
-        return list(zip(strings[self._entity], ms.tolist(), strings[self._id], blobs, strs, strict=True))
+        return list(
+            zip(strings[self._entity], ms.tolist(), strings[self._id], blobs, strs, strict=True)
+        )
 
     def _fetch(self, entities: Sequence[str]) -> tuple[str, bytes]:
         con, _ = self._connection()
@@ -397,8 +461,9 @@ class SQLiteStore:
 
     # --- files and connections -----------------------------------------------------------------
 
-    def _build(self, rows: list[tuple[str, int, str, bytes, str]]) -> str:
-        """A complete generation file next to `path`; returns its name."""
+    def _build(self, rows: list[tuple[str, int, str, bytes, str]], seeded: bool = False) -> str:
+        """A complete generation file next to `path`; returns its name. `seeded`: it holds a
+        seed's content (a store created empty is not seeded: the service is not ready on it)."""
         name = f"{self.path.name}.{uuid.uuid4().hex}.gen"
         file = self.path.parent / name
         con = sqlite3.connect(file, isolation_level=None)
@@ -409,9 +474,14 @@ class SQLiteStore:
             con.executescript(_SCHEMA)
             con.execute("BEGIN")
             con.execute("INSERT INTO meta VALUES ('layout', ?)", (self._layout,))
+            if seeded:
+                con.execute("INSERT INTO meta VALUES ('seeded_at', datetime('now'))")
             con.executemany(_INSERT, rows)
             # Summarise what was stored: an id given twice is stored (and counted) once.
-            con.executemany("INSERT INTO summary VALUES (?, ?, ?, ?, ?, ?)", self._summaries(_first_per_id(rows)))
+            con.executemany(
+                "INSERT INTO summary VALUES (?, ?, ?, ?, ?, ?)",
+                self._summaries(_first_per_id(rows)),
+            )
             con.execute("COMMIT")
             con.execute("PRAGMA journal_mode=WAL")  # persistent in the file header
         except BaseException:
@@ -495,7 +565,9 @@ def _strings(column: pd.Series) -> list[str]:
     values = column.tolist()
     if not all(type(v) is str for v in values):
         if column.isna().any():
-            raise ValueError(f"events column {column.name!r} has nulls; the online store needs values")
+            raise ValueError(
+                f"events column {column.name!r} has nulls; the online store needs values"
+            )
         values = [str(v) for v in values]  # e.g. integer ids: the store keeps strings
     return values
 
@@ -503,13 +575,17 @@ def _strings(column: pd.Series) -> list[str]:
 def _checked(name: str, values: Sequence | np.ndarray) -> list[str]:
     values = list(values)
     if not all(type(v) is str for v in values):
-        raise ValueError(f"events column {name!r} must hold strings (no nulls) for the online store")
+        raise ValueError(
+            f"events column {name!r} must hold strings (no nulls) for the online store"
+        )
     if any(_SEP in v for v in values):
         raise ValueError(f"events column {name!r} contains the reserved character \\x1f")
     return values
 
 
-def _first_per_id(rows: list[tuple[str, int, str, bytes, str]]) -> list[tuple[str, int, str, bytes, str]]:
+def _first_per_id(
+    rows: list[tuple[str, int, str, bytes, str]],
+) -> list[tuple[str, int, str, bytes, str]]:
     """The rows `INSERT ... ON CONFLICT DO NOTHING` keeps, in order: the first of each id."""
     seen: set[str] = set()
     kept = []

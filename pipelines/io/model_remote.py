@@ -21,6 +21,7 @@ a push from a stale clone loses nothing already recorded.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,14 @@ from pipelines.io import registry, storage
 
 MODEL_SUFFIX = ".bentomodel"
 BENTO_SUFFIX = ".bento"
+CHAMPION = "registry/champion.json"
+HISTORY = "registry/history.jsonl"
 
 
 @dataclass(frozen=True)
 class Synced:
+    """What one push or pull moved, and the champion after it."""
+
     models: list[str]
     bentos: list[str]
     champion: str | None
@@ -44,6 +49,7 @@ class Synced:
 
 
 # --- pure rules ------------------------------------------------------------------------------
+
 
 def newer_champion(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     """The later of two champion records (ISO `since` timestamps compare as text)."""
@@ -59,36 +65,100 @@ def merged_history(a: list[str], b: list[str]) -> list[str]:
 
 
 def archive_key(tag: str, suffix: str) -> str:
+    """The remote key of a tag's archive: `<name>/<version><suffix>`."""
     name, version = tag.split(":", 1)
     return f"{name}/{version}{suffix}"
 
 
 def tag_of(key: str, suffix: str) -> str:
+    """The tag an archive key names (`archive_key`'s inverse)."""
     name, file = key.rsplit("/", 2)[-2:]
     return f"{name}:{file[: -len(suffix)]}"
 
 
 # --- I/O -------------------------------------------------------------------------------------
 
+
+def url_of(remote: str | None, configured: str) -> str:
+    """The remote to use: an explicit one, else $MODEL_REMOTE, else `paths.model_remote`."""
+    return remote or os.environ.get("MODEL_REMOTE") or configured
+
+
 def push(url: str) -> Synced:
+    """Copy every local model version and bento missing from the remote, then merge the champion
+    pointer (the newer record wins) and the history into it."""
     import bentoml
 
-    models = _copy_missing(url, "models", MODEL_SUFFIX, [str(m.tag) for m in bentoml.models.list()],
-                           lambda tag, path: bentoml.models.export_model(tag, path))
-    bentos = _copy_missing(url, "bentos", BENTO_SUFFIX, [str(b.tag) for b in bentoml.list()],
-                           lambda tag, path: bentoml.export_bento(tag, path))
-    remote_champion = _read_json(storage.join(url, "registry/champion.json"))
-    champion = newer_champion(remote_champion, registry.champion())
-    history = merged_history(_read_lines(storage.join(url, "registry/history.jsonl")),
-                             _read_lines(str(registry.registry_dir() / "history.jsonl")))
+    models = _copy_missing(
+        url,
+        "models",
+        MODEL_SUFFIX,
+        [str(m.tag) for m in bentoml.models.list()],
+        lambda tag, path: bentoml.models.export_model(tag, path),
+    )
+    bentos = _copy_missing(
+        url,
+        "bentos",
+        BENTO_SUFFIX,
+        [str(b.tag) for b in bentoml.list()],
+        lambda tag, path: bentoml.export_bento(tag, path),
+    )
+    return Synced(models, bentos, _push_pointer(url))
+
+
+def publish_champion(url: str) -> str | None:
+    """After a promotion: the champion's archive (if the remote lacks it), then the pointer and the
+    history, so that every replica following the remote serves it. Returns the champion's tag."""
+    import bentoml
+
+    champion = registry.champion_tag()
+    if champion is not None:
+        _copy_missing(
+            url,
+            "models",
+            MODEL_SUFFIX,
+            [champion],
+            lambda tag, path: bentoml.models.export_model(tag, path),
+        )
+    return _push_pointer(url)
+
+
+def _push_pointer(url: str) -> str | None:
+    remote_champion = champion(url)
+    merged = newer_champion(remote_champion, registry.champion())
+    history = merged_history(
+        _read_lines(storage.join(url, HISTORY)),
+        _read_lines(str(registry.registry_dir() / "history.jsonl")),
+    )
     if history:
-        storage.write_text(storage.join(url, "registry/history.jsonl"), "\n".join(history) + "\n")
-    if champion is not None and champion != remote_champion:
-        storage.write_json(storage.join(url, "registry/champion.json"), champion)
-    return Synced(models, bentos, champion["tag"] if champion else None)
+        storage.write_text(storage.join(url, HISTORY), "\n".join(history) + "\n")
+    if merged is not None and merged != remote_champion:  # archives first, the pointer last
+        storage.write_json(storage.join(url, CHAMPION), merged)
+    return merged["tag"] if merged else None
+
+
+def champion(url: str) -> dict[str, Any] | None:
+    """The remote's champion record (registry.py's form), or None before the first promotion."""
+    return _read_json(storage.join(url, CHAMPION))
+
+
+def fetch_model(url: str, tag: str) -> None:
+    """Import model version `tag` from the remote into the local store, unless it is there.
+
+    Raises FileNotFoundError naming the archive when the remote does not hold it."""
+    import bentoml
+
+    try:
+        bentoml.models.get(tag)
+        return
+    except bentoml.exceptions.NotFound:
+        pass
+    _import(url, "models", tag, MODEL_SUFFIX, bentoml.models.import_model)
 
 
 def pull(url: str) -> Synced:
+    """Import every remote model version and bento missing locally, then merge the pointer (the
+    newer record wins; it must name a model this store can load) and the history."""
     import bentoml
 
     local_models = {str(m.tag) for m in bentoml.models.list()}
@@ -100,15 +170,17 @@ def pull(url: str) -> Synced:
     for tag in bentos:
         _import(url, "bentos", tag, BENTO_SUFFIX, bentoml.import_bento)
     local_champion = registry.champion()
-    champion = newer_champion(local_champion, _read_json(storage.join(url, "registry/champion.json")))
+    newest = newer_champion(local_champion, champion(url))
     history_file = registry.registry_dir() / "history.jsonl"
-    history = merged_history(_read_lines(str(history_file)), _read_lines(storage.join(url, "registry/history.jsonl")))
+    history = merged_history(
+        _read_lines(str(history_file)), _read_lines(storage.join(url, HISTORY))
+    )
     if history:
         storage.write_text(str(history_file), "\n".join(history) + "\n")
-    if champion is not None and champion != local_champion:
-        registry.load(champion["tag"])  # the pointer must name a model this store can serve
-        storage.write_json(str(registry.champion_file()), champion)
-    return Synced(models, bentos, champion["tag"] if champion else None)
+    if newest is not None and newest != local_champion:
+        registry.load(newest["tag"])  # the pointer must name a model this store can serve
+        storage.write_json(str(registry.champion_file()), newest)
+    return Synced(models, bentos, newest["tag"] if newest else None)
 
 
 def _remote_tags(url: str, kind: str, suffix: str) -> list[str]:
@@ -130,7 +202,9 @@ def _copy_missing(url: str, kind: str, suffix: str, tags: list[str], export: Any
                 continue
             file = str(Path(tmp) / f"archive{suffix}")
             export(tag, file)
-            storage.write_bytes(storage.join(url, kind, archive_key(tag, suffix)), Path(file).read_bytes())
+            storage.write_bytes(
+                storage.join(url, kind, archive_key(tag, suffix)), Path(file).read_bytes()
+            )
             copied.append(tag)
     return copied
 
@@ -155,4 +229,3 @@ def _read_lines(url: str) -> list[str]:
         return storage.read_bytes(url).decode().splitlines()
     except FileNotFoundError:
         return []
-

@@ -17,6 +17,9 @@ after its upload succeeded. A retried upload writes the same name, so it cannot 
 Records that cannot be written as Parquet at all (a bug in the caller's frames, not an outage)
 are logged as an error and dropped by the background flush; an explicit `flush()` raises.
 
+The log's own columns (`LogColumn`) and its file names are defined here, for the service that
+writes them and the drift check that reads them (`read_window`).
+
 Crash-loss bound: a process killed without `close()` loses the records buffered since the last
 flush, at most `flush_rows` rows or `flush_seconds` of traffic. Spooled files survive and are
 delivered by the next `PredictionLog` using the same `spool_dir`; pass a persistent one in
@@ -33,6 +36,7 @@ import io
 import itertools
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -43,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines.core.features import to_ms
@@ -52,6 +58,37 @@ log = logging.getLogger(__name__)
 
 PART_GLOB = "date=*/part-*.parquet"
 _MS_PER_DAY = 86_400_000
+# A file's name carries the UTC time of its flush, which comes after every row's scored_at.
+_FLUSH_STAMP = "%Y%m%dT%H%M%S%fZ"
+_FLUSHED_AT = re.compile(r"part-(\d{8}T\d{6})\d*Z-")
+# Margin for clock adjustments on the writer when files are skipped by their flush time.
+_CLOCK_MARGIN = dt.timedelta(hours=1)
+
+
+class LogColumn:
+    """The columns the log adds to each record (beside the contract's id, timestamp and entity,
+    and the features the model saw)."""
+
+    PROBABILITY = "probability"  # float64 in [0, 1]
+    DECISION = "decision"  # one of the serving decisions
+    MODEL_VERSION = "model_version"  # the model tag that scored the record
+    UNKNOWN = "unknown_categories"  # comma-separated columns whose value the model never saw
+    BATCH_ID = "batch_id"  # one id per model call
+    SCORED_AT = "scored_at"  # naive UTC, microseconds: when the record was scored
+
+
+def part_name(day: dt.date, flushed_at: dt.datetime) -> str:
+    """The relative name of a new file of `day`'s partition, flushed at `flushed_at` (UTC)."""
+    return (
+        f"date={day.isoformat()}/part-{flushed_at.strftime(_FLUSH_STAMP)}-{os.getpid()}-"
+        f"{uuid.uuid4().hex}.parquet"
+    )
+
+
+def flushed_at(name: str) -> dt.datetime | None:
+    """When a file named by `part_name` was flushed (to the second); None for another name."""
+    m = _FLUSHED_AT.search(name.rsplit("/", 1)[-1])
+    return dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S") if m else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,8 @@ class LogStats:
 
 
 class PredictionLog:
+    """Buffered, spooling writer of the log at `url` (see the module docstring)."""
+
     def __init__(
         self,
         url: str,
@@ -97,7 +136,9 @@ class PredictionLog:
 
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"prediction-log {self.url}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"prediction-log {self.url}", daemon=True
+        )
         self._thread.start()
 
     def append(self, records: pd.DataFrame | Mapping[str, np.ndarray]) -> None:
@@ -191,12 +232,11 @@ class PredictionLog:
     def _parts(self, records: pd.DataFrame) -> list[tuple[str, bytes, int]]:
         """(relative name, Parquet bytes, rows) for each day present in `records`."""
         days = to_ms(records[self.timestamp_column]) // _MS_PER_DAY
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         out = []
         for day in np.unique(days):
             part = records[days == day]
-            date = dt.date(1970, 1, 1) + dt.timedelta(days=int(day))
-            name = f"date={date.isoformat()}/part-{stamp}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+            name = part_name(dt.date(1970, 1, 1) + dt.timedelta(days=int(day)), now)
             buf = io.BytesIO()
             part.to_parquet(buf, index=False)
             out.append((name, buf.getvalue(), len(part)))
@@ -209,8 +249,13 @@ class PredictionLog:
         except Exception as err:  # any sink failure: keep the bytes locally instead
             with self._lock:
                 self._failures += 1
-            log.warning("prediction log: cannot write %s (%s: %s); spooling to %s",
-                        url, type(err).__name__, err, self.spool_dir)
+            log.warning(
+                "prediction log: cannot write %s (%s: %s); spooling to %s",
+                url,
+                type(err).__name__,
+                err,
+                self.spool_dir,
+            )
             return False
         with self._lock:
             self._flushed += rows
@@ -240,8 +285,9 @@ class PredictionLog:
             except FileNotFoundError:  # another process sharing the spool delivered it
                 self._forget_spooled(path)
                 continue
-            if not self._upload(Path(path).relative_to(self.spool_dir).as_posix(), data,
-                                self._spool_rows[path]):
+            if not self._upload(
+                Path(path).relative_to(self.spool_dir).as_posix(), data, self._spool_rows[path]
+            ):
                 return False
             Path(path).unlink(missing_ok=True)
             self._forget_spooled(path)
@@ -263,19 +309,40 @@ class PredictionLog:
 
 def read_log(url: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
     """Every logged record, optionally only the date partitions in [start, end)."""
-    fs, path = storage.filesystem(url)
-    path = path.rstrip("/")
-    fs.invalidate_cache(path)  # s3fs lists from a cache that misses other clients' new parts
-    files = sorted(fs.glob(f"{path}/{PART_GLOB}"))
+    fs, _ = storage.filesystem(url)
+    files = storage.glob(url, PART_GLOB)
     lo, hi = _day(start), _day(end)
     if lo or hi:
-        days = {f: dt.date.fromisoformat(f.rsplit("/", 2)[-2][len("date="):]) for f in files}
+        days = {f: dt.date.fromisoformat(f.rsplit("/", 2)[-2][len("date=") :]) for f in files}
         files = [f for f in files if (lo is None or days[f] >= lo) and (hi is None or days[f] < hi)]
     if not files:
         return pd.DataFrame()
     blobs = fs.cat(files)  # one concurrent fetch on S3
     frames = [pd.read_parquet(io.BytesIO(blobs[f])) for f in files]
     return pd.concat(frames, ignore_index=True)
+
+
+def read_window(url: str, start: dt.datetime, end: dt.datetime, columns: list[str]) -> pd.DataFrame:
+    """Logged rows with `start <= scored_at <= end` (naive UTC), only `columns` plus scored_at.
+
+    Not `read_log`: its date partitions are by transaction time, which says nothing about when a
+    record was scored (a replay scores old transactions today), and it decodes every column.
+    Files flushed (by their name) before the window opened are not opened at all. Raises
+    ValueError naming the log when a column is in no file.
+    """
+    files = [f for f in storage.glob(url, PART_GLOB) if _may_hold(f, start)]
+    when = ds.field(LogColumn.SCORED_AT)
+    window = (when >= pa.scalar(start, pa.timestamp("us"))) & (
+        when <= pa.scalar(end, pa.timestamp("us"))
+    )
+    wanted = list(dict.fromkeys([*columns, LogColumn.SCORED_AT]))
+    return storage.scan_parquet(url, files, wanted, window).to_pandas()
+
+
+def _may_hold(file: str, start: dt.datetime) -> bool:
+    """False only for files flushed (by their name) before the window opened."""
+    flushed = flushed_at(file)
+    return flushed is None or flushed >= start - _CLOCK_MARGIN
 
 
 def _one_frame(parts: list[pd.DataFrame | dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -287,7 +354,9 @@ def _one_frame(parts: list[pd.DataFrame | dict[str, np.ndarray]]) -> pd.DataFram
             frames.extend(run)
         else:
             batches = list(run)
-            frames.append(pd.DataFrame({k: np.concatenate([b[k] for b in batches]) for k in batches[0]}))
+            frames.append(
+                pd.DataFrame({k: np.concatenate([b[k] for b in batches]) for k in batches[0]})
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -302,7 +371,9 @@ def _parquet_rows(path: str) -> int | None:
     except FileNotFoundError:
         return None
     except Exception as err:
-        log.error("prediction log spool: %s is unreadable (%s); moving it to *.unreadable", path, err)
+        log.error(
+            "prediction log spool: %s is unreadable (%s); moving it to *.unreadable", path, err
+        )
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, f"{path}.unreadable")
         return None

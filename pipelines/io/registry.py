@@ -10,6 +10,7 @@ Every promotion (and refused promotion) is appended to a history file with its r
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import pickle
@@ -17,33 +18,51 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.model import TabularModel
-from pipelines.io import storage
+from pipelines.io import model_files, storage
 
 MODEL_NAME = "fraud-model"
 ARTIFACT = "model.pkl"
 LINEAGE = "lineage.json"
+DIGEST = "content_sha256"  # label: the artifact's SHA-256 at save time
 
 
 def home() -> Path:
+    """The model store's directory: $BENTOML_HOME, else ~/bentoml (BentoML's default)."""
     return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
 
 
 def registry_dir() -> Path:
+    """Where the champion pointer and the decision history live, beside the store."""
     return home() / "registry"
 
 
 def champion_file() -> Path:
+    """The champion pointer's file."""
     return registry_dir() / "champion.json"
 
 
-def save(model: TabularModel, metadata: dict[str, Any], labels: dict[str, str] | None = None) -> str:
-    """Store a model version; returns its tag (`fraud-model:<version>`)."""
+def save(
+    model: TabularModel, metadata: dict[str, Any], labels: dict[str, str] | None = None
+) -> str:
+    """Store a model version with its lineage; returns its tag (`fraud-model:<version>`).
+
+    A version changes only when the model can: if a version with the same content (SHA-256 of the
+    artifact) is already stored, its tag is returned and nothing is written (re-packaging after a
+    serving-only change keeps the version the gate and the service know)."""
     import bentoml
 
-    with bentoml.models.create(MODEL_NAME, labels={"family": model.family, **(labels or {})},
-                               metadata=_without_nulls(_jsonable(metadata))) as ref:
+    data = model_files.to_bytes(model)
+    digest = hashlib.sha256(data).hexdigest()
+    same = [str(r.tag) for r in _refs() if r.info.labels.get(DIGEST) == digest]
+    if same:
+        return same[0]
+    with bentoml.models.create(
+        MODEL_NAME,
+        labels={"family": model.family, DIGEST: digest, **(labels or {})},
+        metadata=_without_nulls(_jsonable(metadata)),
+    ) as ref:
         with open(ref.path_of(ARTIFACT), "wb") as f:
-            pickle.dump(model, f, protocol=5)
+            f.write(data)
         # The complete record, nulls included (BentoML metadata cannot hold None).
         with open(ref.path_of(LINEAGE), "w") as f:
             json.dump(_jsonable(metadata), f, indent=2)
@@ -51,35 +70,56 @@ def save(model: TabularModel, metadata: dict[str, Any], labels: dict[str, str] |
 
 
 def load(tag: str) -> TabularModel:
+    """The model of version `tag`, its artifact checked against the SHA-256 recorded at save time.
+
+    Raises LookupError when the version is not in the store, ValueError naming the artifact when
+    its content does not match (tampered or truncated), TypeError when it holds no model."""
     import bentoml
 
     try:
         ref = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         raise LookupError(f"model {tag} is not in the model store at {home()}") from None
-    with open(ref.path_of(ARTIFACT), "rb") as f:
-        model = pickle.load(f)
+    path = ref.path_of(ARTIFACT)
+    with open(path, "rb") as f:
+        data = f.read()
+    recorded = ref.info.labels.get(DIGEST)
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise ValueError(
+            f"model {tag}: {path} does not match the SHA-256 recorded when it was saved "
+            "(tampered or truncated); refusing to load it"
+        )
+    model = pickle.loads(data)
     if not isinstance(model, TabularModel):
         raise TypeError(f"model {tag} does not hold a TabularModel")
     return model
 
 
 def info(tag: str) -> dict[str, Any]:
+    """A version's tag, labels, metadata (lineage) and creation time."""
     import bentoml
 
     ref = bentoml.models.get(tag)
-    return {"tag": str(ref.tag), "labels": dict(ref.info.labels), "metadata": dict(ref.info.metadata),
-            "created": ref.info.creation_time.isoformat()}
+    return {
+        "tag": str(ref.tag),
+        "labels": dict(ref.info.labels),
+        "metadata": dict(ref.info.metadata),
+        "created": ref.info.creation_time.isoformat(),
+    }
 
 
-def versions() -> list[str]:
+def _refs() -> list[Any]:
     import bentoml
 
     try:
-        refs = sorted(bentoml.models.list(MODEL_NAME), key=lambda r: r.info.creation_time)
+        return sorted(bentoml.models.list(MODEL_NAME), key=lambda r: r.info.creation_time)
     except bentoml.exceptions.NotFound:  # an empty store: no versions, not an error
         return []
-    return [str(r.tag) for r in refs]
+
+
+def versions() -> list[str]:
+    """Every stored version's tag, oldest first."""
+    return [str(r.tag) for r in _refs()]
 
 
 def champion() -> dict[str, Any] | None:
@@ -91,6 +131,7 @@ def champion() -> dict[str, Any] | None:
 
 
 def champion_tag() -> str | None:
+    """The champion's tag, or None before the first promotion."""
     record = champion()
     return record["tag"] if record else None
 
@@ -99,8 +140,13 @@ def promote(tag: str, reason: str, evidence: dict[str, Any] | None = None) -> di
     """Make `tag` the champion in one atomic rename; the history keeps who was replaced and why."""
     load(tag)  # refuse to point at something that cannot be served
     previous = champion_tag()
-    record = {"tag": tag, "since": _now(), "reason": reason, "previous": previous,
-              "evidence": _jsonable(evidence or {})}
+    record = {
+        "tag": tag,
+        "since": _now(),
+        "reason": reason,
+        "previous": previous,
+        "evidence": _jsonable(evidence or {}),
+    }
     storage.write_json(str(champion_file()), record)  # temp file + rename: atomic
     record_decision({"event": "promoted", **record})
     return record
@@ -115,10 +161,31 @@ def record_decision(entry: dict[str, Any]) -> None:
 
 
 def history() -> list[dict[str, Any]]:
+    """Every recorded decision (promotions, refusals, retrainings), oldest first."""
     path = registry_dir() / "history.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build_bento(root: Path) -> str:
+    """Build the service's bento from `root/bentofile.yaml` offline (`lock_packages: false`, no
+    network); returns its tag. The service, imported by the build, bundles the champion."""
+    import bentoml
+
+    return str(
+        bentoml.bentos.build_bentofile(str(root / "bentofile.yaml"), build_ctx=str(root)).tag
+    )
+
+
+def bento_models(tag: str) -> list[str]:
+    """The model tags a built bento carries (BentoML 1.4 lists them under its services)."""
+    import bentoml
+
+    info = bentoml.get(tag).info
+    return [str(m.tag) for m in info.models] + [
+        str(m.tag) for svc in info.services for m in svc.models
+    ]
 
 
 def _now() -> str:

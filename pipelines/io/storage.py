@@ -17,7 +17,14 @@ from typing import Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
+
+from pipelines.core.layout import join
+
+__all__ = ["StorageError", "join"]  # join is re-exported: every URL is built by one function
 
 
 class StorageError(OSError):
@@ -54,10 +61,6 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
 def exists(url: str) -> bool:
     with _naming(url):
         fs, path = filesystem(url)
@@ -92,6 +95,14 @@ def read_bytes(url: str) -> bytes:
         raise FileNotFoundError(f"no such file: {url}") from None
 
 
+def remove(url: str) -> None:
+    """Delete the file or directory tree at `url` (nothing if absent)."""
+    with _naming(url):
+        fs, path = filesystem(url)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
 def write_text(url: str, text: str) -> None:
     write_bytes(url, text.encode())
 
@@ -117,6 +128,48 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
         raise
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise ValueError(f"cannot read Parquet at {url}: {err}") from None
+
+
+def glob(base: str, pattern: str) -> list[str]:
+    """The paths (on `base`'s filesystem, sorted) under the URL `base` matching `pattern`, listed
+    afresh (s3fs caches listings, which hides other writers' new files). Raises StorageError
+    naming `base` when it cannot be listed."""
+    with _naming(base):
+        fs, path = filesystem(base)
+        path = path.rstrip("/")
+        fs.invalidate_cache(path)
+        return sorted(fs.glob(f"{path}/{pattern}"))
+
+
+def scan_parquet(
+    base: str, files: list[str], columns: list[str], where: ds.Expression | None
+) -> pa.Table:
+    """`columns` of the rows that satisfy `where` in the Parquet `files` (URLs or paths on the
+    filesystem of the URL `base`), read in parallel, decoding only those columns.
+
+    Every file's schema counts, not the first one's: a column entirely null in one file is typed
+    `null` there. Raises ValueError naming `base` when a column is missing from every file.
+    """
+    if not files:
+        return pa.table({c: pa.array([], pa.null()) for c in columns})
+    name = base
+    with _naming(name):
+        fs, _ = filesystem(base)
+        files = [fs._strip_protocol(f) for f in files]
+        arrow_fs = (
+            pafs.LocalFileSystem()
+            if isinstance(fs, LocalFileSystem)
+            else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+        )
+        factory = ds.FileSystemDatasetFactory(
+            arrow_fs, files, ds.ParquetFileFormat(), ds.FileSystemFactoryOptions()
+        )
+        schema = factory.inspect(promote_options="permissive", fragments=None)
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing} (it has {schema.names})")
+    with _naming(name):
+        return factory.finish(schema).to_table(columns=columns, filter=where)
 
 
 def read_table(url: str) -> pd.DataFrame:
@@ -154,7 +207,7 @@ def _list_partitions(base: str) -> dict[dt.date, str]:
         if not name.startswith("date="):
             continue
         try:
-            day = dt.date.fromisoformat(name[len("date="):])
+            day = dt.date.fromisoformat(name[len("date=") :])
         except ValueError:
             continue
         part = f"{entry.rstrip('/')}/part-0.parquet"

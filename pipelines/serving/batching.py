@@ -37,14 +37,22 @@ class AdaptiveBatcher(Generic[T, R]):
     (28 → 53 records) and cut CPU per request by a fifth, since every batch has a fixed cost.
     It is not a timed wait: an idle server still starts a lone request at once."""
 
-    def __init__(self, fn: Callable[[list[T]], Sequence[R]], max_batch_size: int, max_queue: int,
-                 on_batch: Callable[[int], None] | None = None, settle: int = 4) -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        max_batch_size: int,
+        max_queue: int,
+        on_batch: Callable[[int], None] | None = None,
+        settle: int = 4,
+    ) -> None:
         if max_batch_size < 1 or max_queue < max_batch_size:
             raise ValueError("need 1 <= max_batch_size <= max_queue")
         self.fn, self.max_batch_size, self.max_queue = fn, max_batch_size, max_queue
         self.settle = settle
         self.on_batch = on_batch
-        self._queue: collections.deque[tuple[list[T], asyncio.Future[list[R]]]] = collections.deque()
+        self._queue: collections.deque[tuple[list[T], asyncio.Future[list[R]]]] = (
+            collections.deque()
+        )
         self._queued = 0  # records waiting
         self._draining = False
 
@@ -54,7 +62,9 @@ class AdaptiveBatcher(Generic[T, R]):
 
     async def submit(self, items: list[T]) -> list[R]:
         if self._queued + len(items) > self.max_queue:
-            raise Overloaded(f"{self._queued} records are already waiting (serving.max_queue_records)")
+            raise Overloaded(
+                f"{self._queued} records are already waiting (serving.max_queue_records)"
+            )
         future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
         self._queue.append((items, future))
         self._queued += len(items)
@@ -101,7 +111,7 @@ class AdaptiveBatcher(Generic[T, R]):
             self.on_batch(len(flat))
         start = 0
         for items, future in requests:
-            _settle(future, list(results[start:start + len(items)]))
+            _settle(future, list(results[start : start + len(items)]))
             start += len(items)
 
 

@@ -10,44 +10,43 @@ This middleware sits where the service's own middlewares sit: after BentoML's tr
 tracing and request-metrics middlewares, so those still see every request. It parses the body
 with the endpoint's own BentoML input model (the same validation, field by field) and hands the
 records to the service's handler. Anything but a successful answer goes to BentoML's endpoint
-with the body replayed, unchanged: invalid input (BentoML's 400 and error format), no model
-yet, or a full queue (BentoML's 503). Nothing has been scored or stored at that point, so
+with the body replayed, unchanged: invalid input (BentoML's 400 and error format) or a full queue
+(BentoML's 503). A service that is not ready never gets here (edge.py answers first). Nothing has been scored or stored at that point, so
 nothing happens twice. An error while scoring becomes BentoML's generic 500.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from pipelines.serving.edge import SCORE_PATH, Hooks
 
 log = logging.getLogger("fraud.service")
 
-# Returns the response body, or None to let BentoML's endpoint answer.
-Handler = Callable[[bytes], Awaitable[bytes | None]]
-
-_handlers: dict[str, Handler] = {}
 _ERROR = b'{"error":"An unexpected error has occurred, please check the server log."}'
 
 
-def serve(path: str, handler: Handler) -> None:
-    """Route `POST path` through `handler` in this process (the service instance calls this)."""
-    _handlers[path] = handler
-
-
-def stop(path: str) -> None:
-    _handlers.pop(path, None)
-
-
 class FastPath:
-    def __init__(self, app: Any, server_header: str = "") -> None:
+    """Routes `POST /score` through `hooks.score` once the service instance has set it."""
+
+    def __init__(self, app: Any, hooks: Hooks, server_header: str = "") -> None:
         self.app = app
+        self.hooks = hooks
         self.headers = [(b"content-type", b"application/json")]
         if server_header:
             self.headers.append((b"server", server_header.encode()))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        handler = _handlers.get(scope.get("path", "")) if scope["type"] == "http" and scope.get("method") == "POST" else None
+        handler = (
+            self.hooks.score
+            if (
+                scope["type"] == "http"
+                and scope.get("method") == "POST"
+                and scope.get("path") == SCORE_PATH
+            )
+            else None
+        )
         if handler is None:
             return await self.app(scope, receive, send)
         body = await _read_body(receive)

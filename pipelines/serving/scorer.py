@@ -16,6 +16,7 @@ import numpy as np
 
 from pipelines.core.features import FeatureSpec, Folded, Past, online_features
 from pipelines.core.model import TabularModel
+from pipelines.io.prediction_log import LogColumn
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
 _EPOCH, _MS = dt.datetime(1970, 1, 1), dt.timedelta(milliseconds=1)
@@ -39,7 +40,8 @@ def record_columns(records: list[Any], spec: FeatureSpec) -> dict[str, np.ndarra
 
 
 def earliest(batch: dict[str, np.ndarray], spec: FeatureSpec) -> tuple[list[str], list[int]]:
-    """The batch's entities, each with its earliest event time (ms)."""
+    """The batch's distinct entities (first-seen order), each with its earliest event time
+    (int64 ms): what the online store must return history for."""
     c = spec.contract
     first: dict[str, int] = {}
     for e, t in zip(batch[spec.entity].tolist(), batch[c.timestamp].tolist(), strict=True):
@@ -47,12 +49,18 @@ def earliest(batch: dict[str, np.ndarray], spec: FeatureSpec) -> tuple[list[str]
     return list(first), list(first.values())
 
 
-def decide(p: np.ndarray, review: float, decline: float) -> np.ndarray:
+def decisions(p: np.ndarray, review: float, decline: float) -> np.ndarray:
+    """Per probability (shape n), the decision: decline at or above `decline`, review at or above
+    `review`, approve below (thresholds from `params.serving`)."""
     return np.where(p >= decline, DECLINE, np.where(p >= review, REVIEW, APPROVE))
 
 
 @dataclass(frozen=True)
 class Scored:
+    """One scored batch of n records: features (spec.names, n each), probabilities, decisions,
+    and the rows × categorical mask of values the model never saw.
+    """
+
     features: dict[str, np.ndarray]
     probability: np.ndarray
     decision: np.ndarray
@@ -67,24 +75,53 @@ class Scored:
         return [[self.categorical[j] for j in np.flatnonzero(row)] for row in self.unknown_mask]
 
 
-def score(batch: dict[str, np.ndarray], history: Past | None, folded: Folded | None, model: TabularModel,
-          spec: FeatureSpec, review: float, decline: float) -> Scored:
+def score_columns(
+    batch: dict[str, np.ndarray],
+    history: Past | None,
+    folded: Folded | None,
+    model: TabularModel,
+    spec: FeatureSpec,
+    review: float,
+    decline: float,
+) -> Scored:
+    """A batch (`record_columns`' layout, n rows) enriched from its entities' stored `history`
+    (and `folded` summaries), scored by `model` and decided: the features (`spec.names`, n each),
+    the probabilities, the decisions and the unknown-category mask."""
     feats = online_features(batch, history, spec, folded)
     p, mask = model.predict_columns(feats)
-    return Scored(feats, p, decide(p, review, decline), mask, model.categorical)
+    return Scored(feats, p, decisions(p, review, decline), mask, model.categorical)
 
 
-def answers(batch: dict[str, np.ndarray], scored: Scored, spec: FeatureSpec, version: str) -> list[dict]:
+def answers(
+    batch: dict[str, np.ndarray], scored: Scored, spec: FeatureSpec, version: str
+) -> list[dict]:
     """The response body per record (`schema.Score`'s fields), as JSON-ready dicts."""
     return [
-        {"transaction_id": i, "probability": p, "decision": d, "model_version": version, "unknown_categories": u}
-        for i, p, d, u in zip(batch[spec.contract.id].tolist(), scored.probability.tolist(),
-                              scored.decision.tolist(), scored.unknown, strict=True)
+        {
+            "transaction_id": i,
+            "probability": p,
+            "decision": d,
+            "model_version": version,
+            "unknown_categories": u,
+        }
+        for i, p, d, u in zip(
+            batch[spec.contract.id].tolist(),
+            scored.probability.tolist(),
+            scored.decision.tolist(),
+            scored.unknown,
+            strict=True,
+        )
     ]
 
 
-def log_columns(batch: dict[str, np.ndarray], scored: Scored, spec: FeatureSpec, version: str, batch_id: str,
-                scored_at: np.datetime64) -> dict[str, np.ndarray]:
+def log_columns(
+    batch: dict[str, np.ndarray],
+    scored: Scored,
+    spec: FeatureSpec,
+    version: str,
+    batch_id: str,
+    scored_at: np.datetime64,
+) -> dict[str, np.ndarray]:
     """What the prediction log keeps per record: the request, the features the model saw, the outcome."""
     c = spec.contract
     n = len(scored.probability)
@@ -92,13 +129,14 @@ def log_columns(batch: dict[str, np.ndarray], scored: Scored, spec: FeatureSpec,
     if c.entity:
         columns[c.entity] = batch[c.entity]
     columns.update(scored.features)
-    columns.update({
-        "probability": scored.probability,
-        "decision": scored.decision.astype(object),
-        "model_version": np.full(n, version, dtype=object),
-        "unknown_categories": np.array([",".join(u) for u in scored.unknown], dtype=object),
-        "batch_id": np.full(n, batch_id, dtype=object),
-        "scored_at": np.full(n, scored_at, dtype="datetime64[us]"),
-    })
+    columns.update(
+        {
+            LogColumn.PROBABILITY: scored.probability,
+            LogColumn.DECISION: scored.decision.astype(object),
+            LogColumn.MODEL_VERSION: np.full(n, version, dtype=object),
+            LogColumn.UNKNOWN: np.array([",".join(u) for u in scored.unknown], dtype=object),
+            LogColumn.BATCH_ID: np.full(n, batch_id, dtype=object),
+            LogColumn.SCORED_AT: np.full(n, scored_at, dtype="datetime64[us]"),
+        }
+    )
     return columns
-

@@ -1,177 +1,312 @@
-"""The BentoML fraud-scoring service.
+"""The BentoML scoring service: `FraudService = build(bootstrap())`, the one line run at import.
 
-`score` batches adaptively: the record lists of concurrent requests are merged into one model
-call of at most `serving.max_batch_size` records (`serving.batching`: the service's own batcher
-by default, BentoML's dispatcher, or off; see batching.py for why the default). Per batch: enrich
-from the online feature store with the shared feature code, score with the champion, decide,
-append the batch to the store (so the next request sees it), log every record to the
-prediction log. The batch path works on plain arrays (scorer.py): a pandas frame per batch
-cost more than the arithmetic.
+BentoML needs a module-level service object whose decorator arguments (workers, timeout, host,
+port) are known when the module is imported; everything else happens in `build` (the class, the
+endpoint chosen by `serving.batching`, the middlewares) and in the instance (models, store, log).
+
+Per batch of requests: enrich from the online feature store with the shared feature code, score
+with the champion, decide, append the batch to the store (so the next request sees it), log
+every record to the prediction log. The batch path works on plain arrays (scorer.py): a pandas
+frame per batch cost more than the arithmetic. `score` batches adaptively: the record lists of
+concurrent requests are merged into one model call of at most `serving.max_batch_size` records
+(`serving.batching`: the service's own batcher by default, BentoML's dispatcher, or off; see
+batching.py for why the default).
 
 A well-formed `POST /score` is answered by fastpath.py's middleware (validated with this
 endpoint's own BentoML input model) instead of BentoML's per-request routing and IO machinery,
-which cost more CPU than scoring; every other case (invalid input, no model, full queue) is
-answered by the BentoML endpoint below, unchanged.
+which cost more CPU than scoring; invalid input and a full queue are answered by the BentoML
+endpoint, unchanged.
 
-Zero-downtime promotion is an in-process swap: a watcher thread polls the registry's champion
-pointer; on a change it loads the new model *beside* the old one and then replaces one
-reference. A batch takes that reference once, so it is scored entirely by one version, and
-no request waits on a load or fails during the switch.
+Readiness: the service scores only with the model a gate promoted (the registry's champion
+pointer) and only on a seeded online store. Until both hold it is not ready: `/readyz` answers
+503 with the reasons, `/score` answers 503 naming what is missing, and the log says so once.
+`serving.model` serves a given version instead, for experiments: logged as a warning.
+
+Zero-downtime promotion is an in-process swap: a watcher thread polls the champion pointer; on a
+change it loads the new model *beside* the old one and then replaces one reference. A batch
+takes that reference once, so it is scored entirely by one version, and no request waits on a
+load or fails during the switch.
 
 Importing this module pulls in no Prefect, DVC, Great Expectations or Evidently.
 """
 
-from __future__ import annotations
-
 import asyncio
 import collections
 import datetime as dt
+import functools
 import gc
+import importlib.metadata
 import logging
 import threading
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
 import pydantic_core
 from pydantic import Field, ValidationError
 
+from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.model import TabularModel
-from pipelines.io import registry
+from pipelines.io import model_remote, registry
 from pipelines.io.feature_store import SQLiteStore
 from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
-from pipelines.serving import fastpath, scorer
+from pipelines.serving import metrics, scorer
 from pipelines.serving.batching import AdaptiveBatcher, Overloaded
-from pipelines.serving.edge import JsonOnly
+from pipelines.serving.edge import Edge, Hooks
 from pipelines.serving.fastpath import FastPath
-from pipelines.serving.schema import Score, record_model
+from pipelines.serving.schema import Score, example_record, record_model
 
 log = logging.getLogger("fraud.service")
-
-# Relative locations in params are relative to the params file, not to wherever the server
-# starts: a built bento runs from its own directory, and state must never land inside it.
-SETTINGS = bootstrap()
-SERVING = SETTINGS.serving
-SPEC = FeatureSpec.from_settings(SETTINGS)
-Transaction = record_model(SETTINGS.contract)
-# A request is a non-empty list of at most max_records_per_request records; pydantic names the
-# offending record and field, and BentoML turns that into a 400.
-Records = Annotated[list[Transaction], Field(min_length=1, max_length=SERVING.max_records_per_request)]  # type: ignore[valid-type]
-
-BATCH_SIZE = bentoml.metrics.Histogram(
-    name="fraud_batch_size", documentation="Records per model call (adaptive batching).",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-)
-DECISIONS = bentoml.metrics.Counter(name="fraud_decisions", documentation="Decisions made.",
-                                    labelnames=["decision", "model_version"])
-UNKNOWN = bentoml.metrics.Counter(name="fraud_unknown_category", documentation="Category values the model never saw.",
-                                  labelnames=["column"])
-MODEL_INFO = bentoml.metrics.Gauge(name="fraud_model_info", documentation="1 for the model version being served.",
-                                   labelnames=["model_version"], multiprocess_mode="livemax")
-LOG_LAG = bentoml.metrics.Gauge(name="fraud_prediction_log_lag_seconds",
-                                documentation="Seconds since the prediction log last delivered to its sink.",
-                                multiprocess_mode="max")
-LOG_PENDING = bentoml.metrics.Gauge(name="fraud_prediction_log_pending_rows",
-                                    documentation="Logged rows not yet delivered (buffered or spooled).",
-                                    multiprocess_mode="sum")
+NAME = "fraud_service"
 
 
-def _bundled_tag() -> str | None:
-    """The model a built bento carries: the champion (or newest version) at build time."""
+def bundled_tag(settings: Settings) -> str | None:
+    """The model a built bento carries: the one it will serve (the override, else the champion)."""
     try:
-        versions = registry.versions()
-        return registry.champion_tag() or (versions[-1] if versions else None)
-    except Exception:  # an empty or missing store: the service starts unready instead
+        return settings.serving.model or registry.champion_tag()
+    except Exception:  # no store yet: nothing to bundle
         return None
 
 
-_BUNDLED = _bundled_tag()
+def described(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """BentoML's OpenAPI document with the project's title, description and version, and a working
+    example for POST /score."""
+    try:
+        version = importlib.metadata.version("fraud-pipelines")
+    except importlib.metadata.PackageNotFoundError:  # a bento's environment: its own version
+        version = f"bento {spec['info'].get('version')}"
+    spec["info"] = {
+        "title": "Card-fraud scoring",
+        "version": version,
+        "description": (
+            "POST a JSON list of transactions to /score; each gets a fraud probability, a "
+            "decision (approve / review / decline) and the model version that scored it. "
+            "Invalid input is answered 400 naming the field. /readyz says whether the "
+            "service has a gated champion and a seeded feature store, and why not."
+        ),
+    }
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
+    body["example"] = {"records": [example_record(settings)]}
+    return spec
 
 
-@bentoml.service(
-    name="fraud_service",
-    workers=SERVING.workers,
-    traffic={"timeout": SERVING.request_timeout_seconds},
-    http={"host": SERVING.host, "port": SERVING.port},
-    # Per-request access lines and trace spans cost more CPU than scoring a record; the
-    # prediction log and the Prometheus metrics already record every request.
-    logging={"access": {"enabled": SERVING.access_log}},
-    tracing={"excluded_urls": None if SERVING.access_log else "/score"},
-)
-class FraudService:
-    if _BUNDLED:
-        bundled = bentoml.models.BentoModel(_BUNDLED)
+def build(settings: Settings) -> Any:
+    """The BentoML service class for `settings` (decorated: a `bentoml.Service`)."""
+    serving = settings.serving
+    spec = FeatureSpec.from_settings(settings)
+    transaction = record_model(settings.contract)
+    # A request is a non-empty list of at most max_records_per_request records; pydantic names the
+    # offending record and field, and BentoML turns that into a 400.
+    limit = Field(min_length=1, max_length=serving.max_records_per_request)
+    records_type = Annotated[list[transaction], limit]  # type: ignore[valid-type]
+    hooks = Hooks()
+    meters = metrics.create()
+    bundled = bundled_tag(settings)
+    remote = model_remote.url_of(None, settings.paths.model_remote)
 
-    def __init__(self) -> None:
-        self._current: tuple[TabularModel, str] | None = None
-        self._stop = threading.Event()
-        self._load_champion()
-        self.store = SQLiteStore(SERVING.feature_store, SPEC) if SPEC.has_history else None
-        self.predictions = PredictionLog(
-            SERVING.prediction_log, timestamp_column=SETTINGS.contract.timestamp,
-            flush_rows=SERVING.log_flush_rows, flush_seconds=SERVING.log_flush_seconds,
-            spool_dir=SERVING.spool_dir,
-        )
-        self.batcher = (AdaptiveBatcher(self.score_batch, SERVING.max_batch_size, SERVING.max_queue_records)
-                        if SERVING.batching == "adaptive" else None)
-        if SERVING.batching != "bentoml":  # that mode measures BentoML's own dispatcher
-            fastpath.serve("/score", self._score_json)
-        self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
-        self._watcher.start()
-        # Full collections walked every object the imports and the model created (60-150 ms
-        # pauses every ~2 s under load, the whole p99): freeze them out of the collector's view.
-        gc.collect()
-        gc.freeze()
+    class FraudService:
+        def __init__(self) -> None:
+            self._current: tuple[TabularModel, str] | None = None
+            self._stop = threading.Event()
+            self._said: tuple[str, ...] = ()
+            self.store = SQLiteStore(serving.feature_store, spec) if spec.has_history else None
+            self.predictions = PredictionLog(
+                serving.prediction_log,
+                timestamp_column=settings.contract.timestamp,
+                flush_rows=serving.log_flush_rows,
+                flush_seconds=serving.log_flush_seconds,
+                spool_dir=serving.spool_dir,
+            )
+            self.batcher = (
+                AdaptiveBatcher(self.score_batch, serving.max_batch_size, serving.max_queue_records)
+                if serving.batching == "adaptive"
+                else None
+            )
+            self._follow_champion()
+            hooks.not_ready = self.not_ready
+            if serving.batching != "bentoml":  # that mode measures BentoML's own dispatcher
+                hooks.score = self._score_json
+            self._watcher = threading.Thread(
+                target=self._watch, name="champion-watcher", daemon=True
+            )
+            self._watcher.start()
+            # Full collections walked every object the imports and the model created (60-150 ms
+            # pauses every ~2 s under load, the whole p99): freeze them out of the collector's view.
+            gc.collect()
+            gc.freeze()
 
-    # -- model lifecycle -------------------------------------------------------------------
+        # -- model lifecycle and readiness ---------------------------------------------------
 
-    def _load_champion(self) -> None:
-        tag = registry.champion_tag() or _BUNDLED
-        if tag is None or (self._current and self._current[1] == tag):
-            return
-        try:
-            model = registry.load(tag).for_serving()
-        except Exception as err:  # keep serving the model we have
-            log.error("cannot load champion %s: %s; keeping %s", tag, err,
-                      self._current[1] if self._current else "no model")
-            return
-        previous = self._current[1] if self._current else None
-        self._current = (model, tag)  # the swap: one reference assignment
-        if previous:
-            MODEL_INFO.labels(model_version=previous).set(0)
-        MODEL_INFO.labels(model_version=tag).set(1)
-        log.info("serving model %s (was %s)", tag, previous)
+        def _wanted(self) -> str | None:
+            """The version to serve: the override, else the champion of the configured source (a
+            remote champion missing from the local store is fetched first)."""
+            if serving.model:
+                return serving.model
+            if serving.champion_source == "local":
+                return registry.champion_tag()
+            record = model_remote.champion(remote)
+            if record is None:
+                return None
+            if self._current is None or self._current[1] != record["tag"]:
+                model_remote.fetch_model(remote, record["tag"])
+            return str(record["tag"])
 
-    def _watch(self) -> None:
-        while not self._stop.wait(SERVING.reload_seconds):
-            self._load_champion()
-            stats = self.predictions.stats()
-            LOG_LAG.set(stats.lag_seconds)
-            LOG_PENDING.set(stats.rows_buffered + stats.rows_spooled)
+        def _follow_champion(self) -> None:
+            try:
+                tag = self._wanted()
+            except Exception as err:  # e.g. the remote is unreachable: keep serving what we have
+                log.error("cannot read the champion from %s: %s", remote, err)
+                return
+            if tag is None or (self._current and self._current[1] == tag):
+                return
+            try:
+                model = registry.load(tag).serving_copy()
+            except Exception as err:  # keep serving the model we have
+                log.error(
+                    "cannot load model %s: %s; keeping %s",
+                    tag,
+                    err,
+                    self._current[1] if self._current else "no model",
+                )
+                return
+            previous = self._current[1] if self._current else None
+            self._current = (model, tag)  # the swap: one reference assignment
+            if previous:
+                meters.model_info.labels(model_version=previous).set(0)
+            meters.model_info.labels(model_version=tag).set(1)
+            if serving.model:
+                log.warning(
+                    "serving %s by serving.model, not the gated champion (experiments only)", tag
+                )
+            else:
+                log.info("serving the champion %s (was %s)", tag, previous)
 
-    def __is_ready__(self) -> bool:
-        return self._current is not None
+        def not_ready(self) -> list[str]:
+            """Why the service must not score yet (empty: ready)."""
+            reasons = []
+            if self._current is None:
+                where = (
+                    remote
+                    if serving.champion_source == "remote" and not serving.model
+                    else registry.home()
+                )
+                reasons.append(
+                    f"no champion loaded from {where}: promote a model (python -m pipelines promote, "
+                    f"or the deploy flow's gate); if there is one, the log says why it cannot load"
+                )
+            if self.store is not None and not self.store.seeded():
+                reasons.append(
+                    f"online feature store {serving.feature_store} was never seeded: every "
+                    f"entity would look new (python -m pipelines materialize)"
+                )
+            if tuple(reasons) != self._said:  # say it once per change, not per probe
+                self._said = tuple(reasons)
+                if reasons:
+                    log.warning("not ready: %s", "; ".join(reasons))
+                else:
+                    log.info("ready")
+            return reasons
 
-    @bentoml.on_shutdown
-    def shutdown(self) -> None:
-        fastpath.stop("/score")
-        self._stop.set()
-        self.predictions.close()  # flushes: a graceful stop loses no record
-        if self.store is not None:
-            self.store.close()
+        def _watch(self) -> None:
+            while not self._stop.wait(serving.reload_seconds):
+                self._follow_champion()
+                self.not_ready()
+                stats = self.predictions.stats()
+                meters.log_lag.set(stats.lag_seconds)
+                meters.log_pending.set(stats.rows_buffered + stats.rows_spooled)
 
-    # -- the endpoint ----------------------------------------------------------------------
+        def __is_ready__(self) -> bool:
+            return not self.not_ready()
 
-    if SERVING.batching == "bentoml":
-        @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
-        def score(self, records: Records) -> list[Score]:
+        @bentoml.on_shutdown
+        def shutdown(self) -> None:
+            hooks.score = hooks.not_ready = None
+            self._stop.set()
+            self.predictions.close()  # flushes: a graceful stop loses no record
+            if self.store is not None:
+                self.store.close()
+
+        # -- scoring ---------------------------------------------------------------------------
+
+        async def _submit(self, records: list) -> list[dict]:
+            if self.batcher is None:
+                return await asyncio.to_thread(self.score_batch, records)
+            return await self.batcher.submit(records)
+
+        async def _score_json(self, body: bytes) -> bytes | None:
+            """fastpath's handler: the response body, or None to let BentoML's endpoint answer."""
+            try:
+                records = input_model.model_validate_json(
+                    body or b"{}"
+                ).records  # what BentoML would parse
+            except ValidationError:
+                return None  # BentoML's 400, in its format
+            try:
+                answers = await self._submit(records)
+            except Overloaded:
+                return None  # queued nothing: BentoML's route tries once more, then answers 503
+            return pydantic_core.to_json(answers)
+
+        def score_batch(self, records: list) -> list[dict]:
+            """Score one batch: enrich from the store, score, decide, remember, log."""
+            current = self._current
+            if current is None:
+                raise bentoml.exceptions.ServiceUnavailable(
+                    "; ".join(self.not_ready()) or "no model loaded"
+                )
+            model, version = current
+            batch = scorer.record_columns(records, spec)
+            store = self.store
+            past, folded = (
+                store.history_arrays(*scorer.earliest(batch, spec)) if store else (None, None)
+            )
+            scored = scorer.score_columns(
+                batch,
+                past,
+                folded,
+                model,
+                spec,
+                serving.review_threshold,
+                serving.decline_threshold,
+            )
+            if store:
+                store.append_columns(batch)
+            now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")
+            self.predictions.append(
+                scorer.log_columns(batch, scored, spec, version, uuid.uuid4().hex, now)
+            )
+            self._count(scored, version)
+            return scorer.answers(batch, scored, spec, version)
+
+        def _count(self, scored: scorer.Scored, version: str) -> None:
+            meters.batch_size.observe(len(scored.probability))
+            for decision, n in collections.Counter(scored.decision.tolist()).items():
+                meters.decisions.labels(decision=decision, model_version=version).inc(n)
+            for col, n in zip(
+                scored.categorical, scored.unknown_mask.sum(axis=0).tolist(), strict=True
+            ):
+                if n:
+                    meters.unknown_category.labels(column=col).inc(n)
+
+    if bundled:
+        FraudService.bundled = bentoml.models.BentoModel(bundled)  # type: ignore[attr-defined]
+
+    if serving.batching == "bentoml":
+
+        def score(self: FraudService, records: records_type) -> list[Score]:  # type: ignore[valid-type]
             return [Score(**a) for a in self.score_batch(records)]
+
+        FraudService.score = bentoml.api(  # type: ignore[attr-defined]
+            batchable=True,
+            max_batch_size=serving.max_batch_size,
+            max_latency_ms=serving.max_latency_ms,
+        )(score)
     else:
-        @bentoml.api
-        async def score(self, records: Records) -> list[Score]:
+
+        async def score_async(self: FraudService, records: records_type) -> list[Score]:  # type: ignore[valid-type]
             # Normally fastpath.FastPath answers first; this is BentoML's route for the rest.
             try:
                 answers = await self._submit(records)
@@ -179,55 +314,27 @@ class FraudService:
                 raise bentoml.exceptions.ServiceUnavailable(str(err)) from None
             return [Score(**a) for a in answers]
 
-    async def _submit(self, records: list) -> list[dict]:
-        if self.batcher is None:
-            return await asyncio.to_thread(self.score_batch, records)
-        return await self.batcher.submit(records)
+        score_async.__name__ = "score"
+        FraudService.score = bentoml.api(score_async)  # type: ignore[attr-defined]
 
-    async def _score_json(self, body: bytes) -> bytes | None:
-        """fastpath's handler: the response body, or None to let BentoML's endpoint answer."""
-        try:
-            records = INPUT.model_validate_json(body or b"{}").records  # what BentoML would parse
-        except ValidationError:
-            return None  # BentoML's 400, in its format
-        if self._current is None:
-            return None  # BentoML's 503
-        try:
-            answers = await self._submit(records)
-        except Overloaded:
-            return None  # queued nothing: BentoML's route tries once more, then answers 503
-        return pydantic_core.to_json(answers)
-
-    def score_batch(self, records: list) -> list[dict]:
-        """Score one batch: enrich from the store, score, decide, remember, log."""
-        current = self._current
-        if current is None:
-            raise bentoml.exceptions.ServiceUnavailable("no model is loaded yet")
-        model, version = current
-        batch = scorer.record_columns(records, SPEC)
-        store = self.store
-        past, folded = store.history_arrays(*scorer.earliest(batch, SPEC)) if store else (None, None)
-        scored = scorer.score(batch, past, folded, model, SPEC, SERVING.review_threshold, SERVING.decline_threshold)
-        if store:
-            store.append_columns(batch)
-        now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")
-        self.predictions.append(scorer.log_columns(batch, scored, SPEC, version, uuid.uuid4().hex, now))
-        self._count(scored, version)
-        return scorer.answers(batch, scored, SPEC, version)
-
-    def _count(self, scored: scorer.Scored, version: str) -> None:
-        BATCH_SIZE.observe(len(scored.probability))
-        for decision, n in collections.Counter(scored.decision.tolist()).items():
-            DECISIONS.labels(decision=decision, model_version=version).inc(n)
-        for col, n in zip(scored.categorical, scored.unknown_mask.sum(axis=0).tolist(), strict=True):
-            if n:
-                UNKNOWN.labels(column=col).inc(n)
+    service = bentoml.service(
+        name=NAME,
+        workers=serving.workers,
+        traffic={"timeout": serving.request_timeout_seconds},
+        http={"host": serving.host, "port": serving.port},
+        # Per-request access lines and trace spans cost more CPU than scoring a record; the
+        # prediction log and the Prometheus metrics already record every request.
+        logging={"access": {"enabled": serving.access_log}},
+        tracing={"excluded_urls": None if serving.access_log else "/score"},
+    )(FraudService)
+    service.add_asgi_middleware(Edge, hooks=hooks)
+    service.add_asgi_middleware(FastPath, hooks=hooks, server_header=f"BentoML Service/{NAME}")
+    input_model = service.apis["score"].input_spec
+    hooks.openapi = functools.cache(lambda: described(service.openapi_spec.asdict(), settings))
+    # BentoML derives a response's media type from the output model's JSON schema, regenerated on
+    # every response (~13 % of the worker's CPU under load, profiled); it is always JSON here.
+    service.apis["score"].output_spec.media_type = "application/json"
+    return service
 
 
-# The decorator made FraudService a bentoml Service object, which mypy cannot see.
-FraudService.add_asgi_middleware(JsonOnly)  # type: ignore[attr-defined]
-FraudService.add_asgi_middleware(FastPath, server_header="BentoML Service/fraud_service")  # type: ignore[attr-defined]
-INPUT = FraudService.apis["score"].input_spec  # type: ignore[attr-defined]
-# BentoML derives a response's media type from the output model's JSON schema, regenerated on
-# every response (~13 % of the worker's CPU under load, profiled); it is always JSON here.
-FraudService.apis["score"].output_spec.media_type = "application/json"  # type: ignore[attr-defined]
+FraudService = build(bootstrap())

@@ -35,22 +35,68 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from pipelines.config import Scenario, Settings, Simulate, load_settings
-from pipelines.io import storage
+from pipelines.config import Contract, Scenario, Settings, Simulate
+from pipelines.io import source
 
 # The category values must match `validate.categories` in params.yaml (a unit test checks it).
 CHANNELS = ("pos", "contactless", "online", "mobile_wallet")
 CATEGORIES = (
-    "grocery", "restaurants", "fuel", "travel", "electronics", "fashion", "entertainment",
-    "health", "digital_goods", "gambling",
+    "grocery",
+    "restaurants",
+    "fuel",
+    "travel",
+    "electronics",
+    "fashion",
+    "entertainment",
+    "health",
+    "digital_goods",
+    "gambling",
 )
 COUNTRIES = (
-    "US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "MX", "BR",
-    "JP", "CN", "IN", "AU", "NG", "RU", "TR", "AE", "SG", "ZA",
+    "US",
+    "GB",
+    "DE",
+    "FR",
+    "ES",
+    "IT",
+    "NL",
+    "CA",
+    "MX",
+    "BR",
+    "JP",
+    "CN",
+    "IN",
+    "AU",
+    "NG",
+    "RU",
+    "TR",
+    "AE",
+    "SG",
+    "ZA",
 )
 NEW_CATEGORY = "crypto"
-TX_COLUMNS = ("transaction_id", "ts", "card_id", "amount", "merchant_category", "merchant_country", "channel")
+TX_COLUMNS = (
+    "transaction_id",
+    "ts",
+    "card_id",
+    "amount",
+    "merchant_category",
+    "merchant_country",
+    "channel",
+)
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "label_ts")
+# The simulated table's contract: params.yaml's default contract names the same columns.
+SIMULATED = Contract(
+    id="transaction_id",
+    timestamp="ts",
+    entity="card_id",
+    target="is_fraud",
+    label_timestamp="label_ts",
+    numeric=("amount",),
+    categorical=("merchant_category", "merchant_country", "channel"),
+    amount="amount",
+    novelty=("merchant_country", "merchant_category"),
+)
 
 _DAY = 86_400.0
 _HOUR = 3_600.0
@@ -67,41 +113,109 @@ def _weights(table: dict[str, float], values: Sequence[str]) -> np.ndarray:
 
 
 # Where cardholders live, where they travel, where stolen cards get used.
-_HOME_P = _weights({
-    "US": 30, "GB": 12, "DE": 10, "FR": 8, "ES": 5, "IT": 5, "NL": 4, "CA": 5, "MX": 3, "BR": 3,
-    "JP": 3, "CN": 1, "IN": 2, "AU": 3, "NG": 1, "RU": 1, "TR": 1, "AE": 1, "SG": 1, "ZA": 1,
-}, COUNTRIES)
-_TRIP_P = _weights({
-    "US": 10, "GB": 8, "FR": 12, "ES": 12, "IT": 10, "DE": 5, "NL": 4, "MX": 6, "JP": 6,
-    "TR": 6, "AE": 5, "AU": 3, "SG": 3, "BR": 3, "CA": 4, "ZA": 2, "CN": 2, "IN": 2,
-}, COUNTRIES)
-_FRAUD_COUNTRY_P = _weights({
-    "NG": 14, "RU": 14, "CN": 10, "BR": 9, "TR": 8, "MX": 7, "IN": 7, "AE": 6, "ZA": 6,
-    "SG": 4, "US": 4, "GB": 3, "NL": 3, "DE": 2, "FR": 2, "ES": 1,
-}, COUNTRIES)
-_CATEGORY_P = _weights({
-    "grocery": 22, "restaurants": 17, "fuel": 11, "travel": 4, "electronics": 5, "fashion": 10,
-    "entertainment": 8, "health": 7, "digital_goods": 7, "gambling": 1.5,
-}, CATEGORIES)
+_HOME_P = _weights(
+    {
+        "US": 30,
+        "GB": 12,
+        "DE": 10,
+        "FR": 8,
+        "ES": 5,
+        "IT": 5,
+        "NL": 4,
+        "CA": 5,
+        "MX": 3,
+        "BR": 3,
+        "JP": 3,
+        "CN": 1,
+        "IN": 2,
+        "AU": 3,
+        "NG": 1,
+        "RU": 1,
+        "TR": 1,
+        "AE": 1,
+        "SG": 1,
+        "ZA": 1,
+    },
+    COUNTRIES,
+)
+_TRIP_P = _weights(
+    {
+        "US": 10,
+        "GB": 8,
+        "FR": 12,
+        "ES": 12,
+        "IT": 10,
+        "DE": 5,
+        "NL": 4,
+        "MX": 6,
+        "JP": 6,
+        "TR": 6,
+        "AE": 5,
+        "AU": 3,
+        "SG": 3,
+        "BR": 3,
+        "CA": 4,
+        "ZA": 2,
+        "CN": 2,
+        "IN": 2,
+    },
+    COUNTRIES,
+)
+_FRAUD_COUNTRY_P = _weights(
+    {
+        "NG": 14,
+        "RU": 14,
+        "CN": 10,
+        "BR": 9,
+        "TR": 8,
+        "MX": 7,
+        "IN": 7,
+        "AE": 6,
+        "ZA": 6,
+        "SG": 4,
+        "US": 4,
+        "GB": 3,
+        "NL": 3,
+        "DE": 2,
+        "FR": 2,
+        "ES": 1,
+    },
+    COUNTRIES,
+)
+_CATEGORY_P = _weights(
+    {
+        "grocery": 22,
+        "restaurants": 17,
+        "fuel": 11,
+        "travel": 4,
+        "electronics": 5,
+        "fashion": 10,
+        "entertainment": 8,
+        "health": 7,
+        "digital_goods": 7,
+        "gambling": 1.5,
+    },
+    CATEGORIES,
+)
 # Log-multiplier of a card's typical amount by category: a flight costs more than a coffee.
 _CATEGORY_AMOUNT = np.array([0.0, -0.2, 0.1, 1.3, 1.1, 0.4, -0.1, 0.2, -0.7, 0.3])
 _CHANNEL_P = np.array([0.36, 0.30, 0.24, 0.10])
 
 # The knobs that set how hard the task is (tuned with bench/model_quality.py).
-FRAUD_SHARE = 0.011          # target share of fraudulent transactions
-BURST_MEAN = 5.0             # mean transactions per compromise
-P_NIGHT_START = 0.25         # compromise starts at night (00-05h)
-P_FAST_BURST = 0.6           # minutes apart; otherwise hours apart
-P_FOREIGN = 0.3              # fraud abroad, in a risky country
-P_CNP = 0.5                  # card-not-present channel
-P_RISKY_CATEGORY = 0.35      # per fraud transaction
-P_HIGH_AMOUNT = 0.45         # per compromise: amounts far above the card's habit
-AMOUNT_SPREAD = 0.6          # sd of log typical amount across cards: habits differ a lot
-P_TRAVELLER = 0.1            # cards with one trip abroad in the period
-SESSION_MEAN = 1.6          # legit transactions per shopping session
-SESSION_GAP = 25 * 60.0      # mean seconds between payments in a session
-P_BIG_PURCHASE = 0.025       # legit transactions much larger than the habit
-P_NEW_STYLE = 0.4            # concept shift: share of compromises that use the new mechanism
+FRAUD_SHARE = 0.011  # target share of fraudulent transactions
+BURST_MEAN = 5.0  # mean transactions per compromise
+P_NIGHT_START = 0.25  # compromise starts at night (00-05h)
+P_FAST_BURST = 0.6  # minutes apart; otherwise hours apart
+P_FOREIGN = 0.3  # fraud abroad, in a risky country
+P_CNP = 0.5  # card-not-present channel
+P_RISKY_CATEGORY = 0.35  # per fraud transaction
+P_HIGH_AMOUNT = 0.45  # per compromise: amounts far above the card's habit
+AMOUNT_SPREAD = 0.6  # sd of log typical amount across cards: habits differ a lot
+P_TRAVELLER = 0.1  # cards with one trip abroad in the period
+SESSION_MEAN = 1.6  # legit transactions per shopping session
+SESSION_GAP = 25 * 60.0  # mean seconds between payments in a session
+P_BIG_PURCHASE = 0.025  # legit transactions much larger than the habit
+P_NEW_STYLE = 0.4  # concept shift: share of compromises that use the new mechanism
 
 
 @dataclass(frozen=True)
@@ -111,12 +225,12 @@ class _Habits:
     home: np.ndarray
     log_amount: np.ndarray
     amount_sigma: np.ndarray
-    rate: np.ndarray              # legit transactions per day
+    rate: np.ndarray  # legit transactions per day
     peak_hour: np.ndarray
     hour_sd: np.ndarray
-    category_cum: np.ndarray      # (cards, categories) cumulative probabilities
-    channel_cum: np.ndarray       # (cards, channels)
-    trip_start: np.ndarray        # seconds from the period start; inf for non-travellers
+    category_cum: np.ndarray  # (cards, categories) cumulative probabilities
+    channel_cum: np.ndarray  # (cards, channels)
+    trip_start: np.ndarray  # seconds from the period start; inf for non-travellers
     trip_end: np.ndarray
     trip_country: np.ndarray
 
@@ -180,7 +294,9 @@ def generate(cfg: Simulate) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _habits(rng: np.random.Generator, cards: int, days: int) -> _Habits:
     # Most people shop by day, some in the evening, a few are night owls (legit night traffic).
     kind = rng.choice(3, size=cards, p=[0.8, 0.14, 0.06])
-    peak = np.choose(kind, [rng.normal(14, 2.5, cards), rng.normal(20, 1.5, cards), rng.normal(1, 2, cards)])
+    peak = np.choose(
+        kind, [rng.normal(14, 2.5, cards), rng.normal(20, 1.5, cards), rng.normal(1, 2, cards)]
+    )
     category_p = rng.dirichlet(_CATEGORY_P * 4, size=cards)
     channel_p = rng.dirichlet(_CHANNEL_P * 6, size=cards)
     home = rng.choice(len(COUNTRIES), size=cards, p=_HOME_P)
@@ -238,9 +354,15 @@ def _legit(rng: np.random.Generator, h: _Habits, days: int, per_day: float) -> _
     away = (t >= h.trip_start[card]) & (t < h.trip_end[card]) & _CARD_PRESENT[channel]
     away &= rng.random(n) < 0.9
     country = np.where(away, h.trip_country[card], h.home[card])
-    log_amount = h.log_amount[card] + _CATEGORY_AMOUNT[category] + h.amount_sigma[card] * rng.standard_normal(n)
+    log_amount = (
+        h.log_amount[card]
+        + _CATEGORY_AMOUNT[category]
+        + h.amount_sigma[card] * rng.standard_normal(n)
+    )
     big = rng.random(n) < P_BIG_PURCHASE
-    log_amount = log_amount + np.where(big, rng.uniform(1.3, 2.8, n), 0.0) + np.where(away, 0.3, 0.0)
+    log_amount = (
+        log_amount + np.where(big, rng.uniform(1.3, 2.8, n), 0.0) + np.where(away, 0.3, 0.0)
+    )
     return _Events(card, t, np.exp(log_amount), category, country, channel, np.zeros(n, dtype=bool))
 
 
@@ -253,13 +375,15 @@ class _Compromises:
 
     card: np.ndarray
     day: np.ndarray
-    t0: np.ndarray                # seconds from the period start
+    t0: np.ndarray  # seconds from the period start
     size: np.ndarray
-    first: np.ndarray             # position of each compromise's first transaction
+    first: np.ndarray  # position of each compromise's first transaction
     inc: np.ndarray
 
 
-def _fraud(rng: np.random.Generator, h: _Habits, days: int, per_day: float, new_style_from: float) -> _Events:
+def _fraud(
+    rng: np.random.Generator, h: _Habits, days: int, per_day: float, new_style_from: float
+) -> _Events:
     """Compromised cards and what fraudsters do with them.
 
     Every draw is made for every compromise, whichever mechanism it ends up using, so that
@@ -269,7 +393,12 @@ def _fraud(rng: np.random.Generator, h: _Habits, days: int, per_day: float, new_
     classic = _classic_fraud(rng, h, c)
     new_style = _new_style_fraud(rng, h, c)
     new = ((c.t0 >= new_style_from) & (rng.random(len(c.t0)) < P_NEW_STYLE))[c.inc]
-    return _Events(*(np.where(new, b, a) for a, b in zip(vars(classic).values(), vars(new_style).values(), strict=True)))
+    return _Events(
+        *(
+            np.where(new, b, a)
+            for a, b in zip(vars(classic).values(), vars(new_style).values(), strict=True)
+        )
+    )
 
 
 def _compromises(rng: np.random.Generator, h: _Habits, days: int, per_day: float) -> _Compromises:
@@ -282,8 +411,12 @@ def _compromises(rng: np.random.Generator, h: _Habits, days: int, per_day: float
     hour = np.where(night, rng.uniform(0, 5, n_inc), _hour_of_day(rng, h, card))
     size = np.minimum(rng.geometric(1 / BURST_MEAN, n_inc), 25)
     return _Compromises(
-        card=card, day=day, t0=day * _DAY + hour * _HOUR, size=size,
-        first=np.cumsum(size) - size, inc=np.repeat(np.arange(n_inc), size),
+        card=card,
+        day=day,
+        t0=day * _DAY + hour * _HOUR,
+        size=size,
+        first=np.cumsum(size) - size,
+        inc=np.repeat(np.arange(n_inc), size),
     )
 
 
@@ -302,7 +435,9 @@ def _classic_fraud(rng: np.random.Generator, h: _Habits, c: _Compromises) -> _Ev
     gaps[c.first] = 0.0
     t = c.t0[c.inc] + _cumsum_within(gaps, c.first, c.size)
     hopping = rng.random(n) < 0.15
-    country = np.where(hopping, rng.choice(len(COUNTRIES), n, p=_FRAUD_COUNTRY_P), inc_country[c.inc])
+    country = np.where(
+        hopping, rng.choice(len(COUNTRIES), n, p=_FRAUD_COUNTRY_P), inc_country[c.inc]
+    )
     country = np.where(foreign[c.inc], country, h.home[card])
     cnp_channel = np.where(rng.random(n) < 0.65, _CH["online"], _CH["mobile_wallet"])
     own_channel = _pick(rng, h.channel_cum, card)
@@ -321,11 +456,15 @@ def _new_style_fraud(rng: np.random.Generator, h: _Habits, c: _Compromises) -> _
     card = c.card[c.inc]
     day_gaps = np.floor(rng.standard_exponential(n) * 1.5)
     day_gaps[c.first] = 0.0
-    t = (c.day[c.inc] + _cumsum_within(day_gaps, c.first, c.size)) * _DAY + _hour_of_day(rng, h, card) * _HOUR
+    t = (c.day[c.inc] + _cumsum_within(day_gaps, c.first, c.size)) * _DAY + _hour_of_day(
+        rng, h, card
+    ) * _HOUR
     category = np.where(rng.random(n) < 0.5, _CAT["fuel"], _CAT["health"])
     log_amount = h.log_amount[card] + rng.normal(-1.2, 0.3, n)
     channel = np.full(n, _CH["contactless"])
-    return _Events(card, t, np.exp(log_amount), category, h.home[card], channel, np.ones(n, dtype=bool))
+    return _Events(
+        card, t, np.exp(log_amount), category, h.home[card], channel, np.ones(n, dtype=bool)
+    )
 
 
 def _cumsum_within(values: np.ndarray, first: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -335,7 +474,9 @@ def _cumsum_within(values: np.ndarray, first: np.ndarray, size: np.ndarray) -> n
 
 
 def _concat(a: _Events, b: _Events) -> _Events:
-    return _Events(*(np.concatenate([x, y]) for x, y in zip(vars(a).values(), vars(b).values(), strict=True)))
+    return _Events(
+        *(np.concatenate([x, y]) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
+    )
 
 
 def _sorted_within(ev: _Events, horizon: float) -> _Events:
@@ -406,7 +547,9 @@ def _corrupt(
         tx = pd.concat([tx, dup]).sort_values("ts", kind="stable").reset_index(drop=True)
     elif kind == "corrupt_empty":
         lost = (tx["ts"].dt.normalize() == since).to_numpy()
-        labels = labels[~labels["transaction_id"].isin(tx.loc[lost, "transaction_id"])].reset_index(drop=True)
+        labels = labels[~labels["transaction_id"].isin(tx.loc[lost, "transaction_id"])].reset_index(
+            drop=True
+        )
         tx = tx[~lost].reset_index(drop=True)
     else:
         raise ValueError(f"unknown corruption {kind!r}")
@@ -425,16 +568,20 @@ def _transactions_frame(ev: _Events, start: dt.date, categories: Sequence[str]) 
     base = np.datetime64(start, "ms")
     ts = base + np.round(ev.t * 1000).astype(np.int64).astype("timedelta64[ms]")
     ids = np.strings.add("t", np.strings.zfill(np.arange(n).astype("U"), 9))
-    card_ids = np.strings.add("c", np.strings.zfill(np.arange(ev.card.max(initial=0) + 1).astype("U"), 6))
-    return pd.DataFrame({
-        "transaction_id": pd.Series(ids, dtype="str"),
-        "ts": pd.Series(ts.astype("datetime64[us]")),
-        "card_id": _strings(ev.card, card_ids.tolist()),
-        "amount": np.maximum(np.round(ev.amount, 2), 0.01),
-        "merchant_category": _strings(ev.category, categories),
-        "merchant_country": _strings(ev.country, COUNTRIES),
-        "channel": _strings(ev.channel, CHANNELS),
-    })
+    card_ids = np.strings.add(
+        "c", np.strings.zfill(np.arange(ev.card.max(initial=0) + 1).astype("U"), 6)
+    )
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series(ids, dtype="str"),
+            "ts": pd.Series(ts.astype("datetime64[us]")),
+            "card_id": _strings(ev.card, card_ids.tolist()),
+            "amount": np.maximum(np.round(ev.amount, 2), 0.01),
+            "merchant_category": _strings(ev.category, categories),
+            "merchant_country": _strings(ev.country, COUNTRIES),
+            "channel": _strings(ev.channel, CHANNELS),
+        }
+    )
 
 
 def _labels_frame(rng: np.random.Generator, tx: pd.DataFrame, fraud: np.ndarray) -> pd.DataFrame:
@@ -444,81 +591,60 @@ def _labels_frame(rng: np.random.Generator, tx: pd.DataFrame, fraud: np.ndarray)
     legit_delay = rng.uniform(5, 10, n)
     delay_ms = np.round(np.where(fraud, fraud_delay, legit_delay) * _DAY * 1000).astype(np.int64)
     label_ts = tx["ts"].to_numpy() + delay_ms.astype("timedelta64[ms]")
-    return pd.DataFrame({
-        "transaction_id": tx["transaction_id"],
-        "is_fraud": fraud.astype(np.int8),
-        "label_ts": pd.Series(label_ts.astype("datetime64[us]")),
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": tx["transaction_id"],
+            "is_fraud": fraud.astype(np.int8),
+            "label_ts": pd.Series(label_ts.astype("datetime64[us]")),
+        }
+    )
 
 
 # --- I/O --------------------------------------------------------------------------------------
 
 
-def split_by_day(df: pd.DataFrame, ts_col: str, days: Sequence[dt.date] | None = None) -> dict[dt.date, pd.DataFrame]:
-    """One frame per day of `ts_col` (every day of `days` if given, empty where nothing happened).
-
-    A column with no value at all on a day is left out of that day's frame: it is how a
-    schema change that starts on a day (a renamed or dropped column) lives in one frame.
-    """
-    day_of = df[ts_col].dt.normalize()
-    wanted = sorted(set(days) if days is not None else set(day_of.dt.date.unique()))
-    groups = {k.date(): idx for k, idx in df.groupby(day_of, sort=True).indices.items()}
-    out: dict[dt.date, pd.DataFrame] = {}
-    for day in wanted:
-        part = df.iloc[groups.get(day, [])].reset_index(drop=True)
-        if len(part):
-            part = part[[c for c in part.columns if part[c].notna().any()]]
-        out[day] = part
-    return out
-
-
-def write_source(
-    url: str, transactions: pd.DataFrame, labels: pd.DataFrame, days: Sequence[dt.date] | None = None
-) -> None:
-    """Write `transactions/` by transaction day and `labels/` by the day each label arrives.
-
-    Each day's partition replaces what was there. `days`: the transaction days to write, also
-    those with no rows (as an empty file with the schema); default: the days that have rows.
-    """
-    parts = {
-        "transactions": split_by_day(transactions, "ts", days),
-        "labels": split_by_day(labels, "label_ts"),
-    }
-    for name, by_day in parts.items():
-        base = storage.join(url, name)
-        stale = set(storage.list_partitions(base)) - set(by_day)
-        every = max(1, len(by_day) // 10)
-        for i, (day, frame) in enumerate(by_day.items(), 1):
-            storage.write_partition(frame, base, day)
-            if i % every == 0 or i == len(by_day):
-                print(f"simulate: {name} {i}/{len(by_day)} days written (through {day})", file=sys.stderr)
-        if stale:
-            print(
-                f"simulate: warning: {len(stale)} older {name} partitions outside this run remain "
-                f"under {base} ({min(stale)} .. {max(stale)})",
-                file=sys.stderr,
-            )
-
-
 def period(cfg: Simulate) -> list[dt.date]:
+    """Every simulated day, in order."""
     return [cfg.start + dt.timedelta(days=i) for i in range(cfg.days)]
 
 
-def run(settings: Settings, url: str | None = None) -> None:
+def run(settings: Settings, url: str | None = None, until: dt.date | None = None) -> None:
+    """Simulate `settings.simulate` into `url` (default: `paths.source`) in the partitioned layout.
+
+    `until`: write only what the upstream had landed by that day (transactions of earlier days,
+    labels that arrived before it); a later run without it lands the rest, the earlier partitions
+    rewritten byte for byte (the world is deterministic for a seed)."""
     cfg = settings.simulate
     target = url or settings.paths.source
     tx, labels = generate(cfg)
+    days = period(cfg)
+    if until is not None:
+        tx = tx[tx["ts"] < pd.Timestamp(until)]
+        labels = labels[labels["label_ts"] < pd.Timestamp(until)]
+        days = [d for d in days if d < until]
     rate = labels["is_fraud"].mean() if len(labels) else 0.0
     print(
         f"simulate: {len(tx):,} transactions, {len(labels):,} labels (fraud {rate:.2%}), "
         f"scenario {cfg.scenario} from {scenario_start(cfg)} -> {target}",
         file=sys.stderr,
     )
-    write_source(target, tx, labels, period(cfg))
+    write_source(target, tx, labels, days)
+
+
+def write_source(
+    url: str,
+    transactions: pd.DataFrame,
+    labels: pd.DataFrame,
+    days: Sequence[dt.date] | None = None,
+) -> None:
+    """The simulated frames in the partitioned source layout (`io.source.write_partitioned`)."""
+    source.write_partitioned(url, transactions, labels, SIMULATED, days)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines simulate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines simulate", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--days", type=int)
     p.add_argument("--tx-per-day", type=int)
     p.add_argument("--cards", type=int)
@@ -527,31 +653,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", choices=get_args(Scenario))
     p.add_argument("--scenario-start", type=dt.date.fromisoformat, help="YYYY-MM-DD")
     p.add_argument("--out", help="source URL (default: paths.source)")
-    p.add_argument("--if-missing", action="store_true",
-                   help="only if the source has no transactions yet (a local source is simulated, "
-                        "a remote one is an error: simulated data never lands in a real bucket)")
+    p.add_argument(
+        "--until",
+        type=dt.date.fromisoformat,
+        help="YYYY-MM-DD: land only what had arrived by then (the rest with a later run)",
+    )
+    p.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="only if the source has no transactions yet (a local source is simulated, "
+        "a remote one is an error: simulated data never lands in a real bucket)",
+    )
     return p
 
 
-def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+def main(argv: Sequence[str] | None, settings: Settings) -> int:
+    """`python -m pipelines simulate [flags]`: the exit code. `--if-missing` with a remote
+    source that has no data raises FileNotFoundError (simulated data never lands in a real bucket)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = settings or load_settings()
-    update = {k: v for k, v in vars(args).items() if k not in ("out", "if_missing") and v is not None}
+    update = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("out", "if_missing", "until") and v is not None
+    }
     target = args.out or settings.paths.source
-    if args.if_missing and storage.list_partitions(storage.join(target, "transactions")):
+    if args.if_missing and source.transaction_partitions(target):
         print(f"simulate: {target} already has transactions; leaving it as it is", file=sys.stderr)
         return 0
     if args.if_missing and "://" in target:
-        raise FileNotFoundError(f"no transactions under {target}: point paths.source at your data "
-                                f"(or simulate into it explicitly: python -m pipelines simulate)")
+        raise FileNotFoundError(
+            f"no transactions under {target}: point paths.source at your data "
+            f"(or simulate into it explicitly: python -m pipelines simulate)"
+        )
     try:
         cfg = Simulate.model_validate(settings.simulate.model_copy(update=update).model_dump())
-        run(settings.model_copy(update={"simulate": cfg}), args.out)
+        run(settings.model_copy(update={"simulate": cfg}), args.out, args.until)
     except (ValidationError, ValueError) as err:
         parser.error(str(err))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,9 +12,9 @@ import pandas as pd
 from pipelines.config import Settings
 from pipelines.core import metrics
 from pipelines.core.features import FeatureSpec
+from pipelines.core.layout import Layout
 from pipelines.core.model import FAMILIES, feature_importance
-from pipelines.io import storage
-from pipelines.stages.train import load_model, model_url
+from pipelines.io import model_files, storage
 
 
 def _csv(df: pd.DataFrame, url: str) -> None:
@@ -22,33 +22,41 @@ def _csv(df: pd.DataFrame, url: str) -> None:
 
 
 def run(settings: Settings) -> dict:
-    spec = FeatureSpec.from_settings(settings)
+    """Every family on the test table: the metrics, slices and plots files (see the module docstring)."""
+    spec, layout = FeatureSpec.from_settings(settings), Layout(settings)
     c, e = settings.contract, settings.evaluate
-    test = storage.read_parquet(storage.join(settings.paths.features, "test.parquet"))
+    test = storage.read_parquet(layout.test_table)
     y = test[c.target].to_numpy()
     primary = settings.train.model
     results, slice_report = {}, {}
     for family in FAMILIES:
-        model = load_model(model_url(settings, family))
+        model = model_files.load(layout.model(family))
         p = model.predict_proba(test[spec.names])
         results[family] = metrics.summary(y, p, e.alert_rate, e.calibration_bins)
         roc, pr = metrics.curves(y, p)
-        plots = storage.join(settings.paths.plots, family)
-        _csv(roc, storage.join(plots, "roc.csv"))
-        _csv(pr, storage.join(plots, "pr.csv"))
-        _csv(metrics.calibration_table(y, p, e.calibration_bins), storage.join(plots, "calibration.csv"))
-        _csv(feature_importance(model), storage.join(plots, "importance.csv"))
+        _csv(roc, layout.plot(family, "roc"))
+        _csv(pr, layout.plot(family, "pr"))
+        _csv(
+            metrics.calibration_table(y, p, e.calibration_bins), layout.plot(family, "calibration")
+        )
+        _csv(feature_importance(model), layout.plot(family, "importance"))
         frame = test[[c.target, *spec.categorical]].assign(_p=p)
-        slice_report[family] = metrics.slices(frame, c.target, "_p", list(e.slice_by), e.alert_rate, e.min_slice_rows)
+        slice_report[family] = metrics.slices(
+            frame, c.target, "_p", list(e.slice_by), e.alert_rate, e.min_slice_rows
+        )
 
     baseline = next(f for f in FAMILIES if f != primary)
     report = {**results[primary], "model": primary, "baseline": results[baseline]}
     if "roc_auc" in results[primary] and "roc_auc" in results[baseline]:
-        report["roc_auc_lift_over_baseline"] = results[primary]["roc_auc"] - results[baseline]["roc_auc"]
-    m, pl = settings.paths.metrics, settings.paths.plots
-    storage.write_json(storage.join(m, "evaluate.json"), report)
-    storage.write_json(storage.join(m, "slices.json"), slice_report)
-    print(f"evaluate: {primary} roc_auc={report.get('roc_auc', float('nan')):.4f} "
-          f"ap={report.get('average_precision', float('nan')):.4f} | {baseline} roc_auc="
-          f"{results[baseline].get('roc_auc', float('nan')):.4f} → {m}/evaluate.json, plots in {pl}/")
+        report["roc_auc_lift_over_baseline"] = (
+            results[primary]["roc_auc"] - results[baseline]["roc_auc"]
+        )
+    storage.write_json(layout.evaluation, report)
+    storage.write_json(layout.slices, slice_report)
+    print(
+        f"evaluate: {primary} roc_auc={report.get('roc_auc', float('nan')):.4f} "
+        f"ap={report.get('average_precision', float('nan')):.4f} | {baseline} roc_auc="
+        f"{results[baseline].get('roc_auc', float('nan')):.4f} → {layout.evaluation}, "
+        f"plots in {settings.paths.plots}/"
+    )
     return report

@@ -12,25 +12,37 @@ import pandas as pd
 
 from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec, build_features
-from pipelines.io import storage
+from pipelines.core.layout import Layout
+from pipelines.io import manifest, storage
 
 
 def require_passed_gate(settings: Settings) -> None:
-    """The data gate is blocking even when a stage is called outside DVC (e.g. from a flow)."""
-    url = storage.join(settings.paths.validation, "summary.json")
+    """The data gate is blocking even when a stage is called outside DVC (e.g. from a flow).
+
+    Raises RuntimeError naming the summary when the gate did not run or did not pass."""
+    url = Layout(settings).validation_summary
     try:
         summary = storage.read_json(url)
     except FileNotFoundError:
-        raise RuntimeError(f"no validation summary at {url}: run the validate stage first") from None
+        raise RuntimeError(
+            f"no validation summary at {url}: run the validate stage first"
+        ) from None
     if not summary.get("success"):
-        raise RuntimeError(f"the data gate failed (see {url}); refusing to build features on that data")
+        raise RuntimeError(
+            f"the data gate failed (see {url}); refusing to build features on that data"
+        )
 
 
 def split_time(settings: Settings) -> pd.Timestamp:
-    return pd.Timestamp(settings.ingest.end - dt.timedelta(days=settings.split.test_days))
+    """The first instant of the test period: `split.test_days` before the end of the window ingest
+    resolved (its manifest)."""
+    _, end = manifest.window(settings)
+    return pd.Timestamp(end - dt.timedelta(days=settings.split.test_days))
 
 
 def featurize(raw: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test): the labelled rows with their features, split at `split_time`, each sorted by
+    (timestamp, id); columns: id, timestamp, entity, target, then `FeatureSpec.names`."""
     c = settings.contract
     spec = FeatureSpec.from_settings(settings)
     feats = build_features(raw, spec)
@@ -43,13 +55,19 @@ def featurize(raw: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.D
 
 
 def run(settings: Settings) -> None:
+    """Write the train and test tables. Raises ValueError when the split leaves either empty."""
     require_passed_gate(settings)
-    raw = storage.read_parquet(storage.join(settings.paths.raw, "transactions.parquet"))
+    layout = Layout(settings)
+    raw = storage.read_parquet(layout.raw_table)
     train, test = featurize(raw, settings)
     if train.empty or test.empty:
-        raise ValueError(f"time split at {split_time(settings)} leaves train={len(train)} test={len(test)} labelled rows;"
-                         " adjust ingest window or split.test_days")
-    out = settings.paths.features
-    storage.write_parquet(train, storage.join(out, "train.parquet"))
-    storage.write_parquet(test, storage.join(out, "test.parquet"))
-    print(f"featurize: train {len(train):,} rows, test {len(test):,} rows (split at {split_time(settings)}) → {out}")
+        raise ValueError(
+            f"time split at {split_time(settings)} leaves train={len(train)} test={len(test)} labelled rows;"
+            " adjust ingest window or split.test_days"
+        )
+    storage.write_parquet(train, layout.train_table)
+    storage.write_parquet(test, layout.test_table)
+    print(
+        f"featurize: train {len(train):,} rows, test {len(test):,} rows (split at {split_time(settings)}) "
+        f"→ {settings.paths.features}"
+    )

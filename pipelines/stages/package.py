@@ -11,45 +11,58 @@ import subprocess
 
 from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
-from pipelines.io import registry, storage
-from pipelines.stages.train import load_model, model_url
+from pipelines.core.layout import Layout
+from pipelines.io import manifest, model_files, registry, storage
 
 
 def git_commit() -> str:
+    """HEAD's sha, with `-dirty` if tracked files changed; "unknown" outside a git checkout."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def lineage(settings: Settings) -> dict:
-    manifest = storage.read_json(storage.join(settings.paths.raw, "manifest.json"))
+    """What made the model: data window and hash, git commit, params, test metrics, features."""
+    layout = Layout(settings)
+    snapshot = manifest.read(settings)
     return {
-        "data": {k: manifest.get(k) for k in ("source", "start", "end", "label_cutoff", "rows", "sha256")},
+        "data": {
+            k: snapshot.get(k) for k in ("source", "start", "end", "label_cutoff", "rows", "sha256")
+        },
         "git_commit": git_commit(),
-        "params": settings.model_dump(mode="json", by_alias=True, include={"contract", "features", "split", "train"}),
-        "metrics": storage.read_json(storage.join(settings.paths.metrics, "evaluate.json")),
+        "params": settings.model_dump(
+            mode="json", by_alias=True, include={"contract", "features", "split", "train"}
+        ),
+        "metrics": storage.read_json(layout.evaluation),
         "features": FeatureSpec.from_settings(settings).names,
     }
 
 
-def build_bento() -> str:
-    import bentoml
-
-    bento = bentoml.bentos.build_bentofile("bentofile.yaml", build_ctx=".")
-    return str(bento.tag)
-
-
 def run(settings: Settings) -> dict:
-    model = load_model(model_url(settings, settings.train.model))
+    """Save the promoted family's model with its lineage, build the bento, write package.json."""
+    layout = Layout(settings)
+    model = model_files.load(layout.model(settings.train.model))
     meta = lineage(settings)
     tag = registry.save(model, meta)
-    bento = build_bento()
-    result = {"model_tag": tag, "bento_tag": bento, "family": model.family,
-              "roc_auc": meta["metrics"].get("roc_auc"), "data_sha256": meta["data"]["sha256"]}
-    storage.write_json(settings.paths.package, result)
+    bento = registry.build_bento(settings.root)
+    result = {
+        "model_tag": tag,
+        "bento_tag": bento,
+        "family": model.family,
+        "roc_auc": meta["metrics"].get("roc_auc"),
+        "data_sha256": meta["data"]["sha256"],
+    }
+    storage.write_json(layout.package, result)
     print(f"package: model {tag} ({model.family}), bento {bento} in {registry.home()}")
     return result

@@ -2,43 +2,38 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pandas as pd
 
 from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
+from pipelines.core.layout import Layout
 from pipelines.core.model import FAMILIES, TabularModel, fit
-from pipelines.io import storage
-
-
-def model_url(settings: Settings, family: str) -> str:
-    return storage.join(settings.paths.models, f"{family}.pkl")
-
-
-def dumps(model: TabularModel) -> bytes:
-    return pickle.dumps(model, protocol=5)
-
-
-def load_model(url: str) -> TabularModel:
-    model = pickle.loads(storage.read_bytes(url))
-    if not isinstance(model, TabularModel):
-        raise TypeError(f"{url} does not hold a TabularModel")
-    return model
+from pipelines.io import model_files, storage
 
 
 def run(settings: Settings) -> dict[str, TabularModel]:
-    spec = FeatureSpec.from_settings(settings)
-    data = storage.read_parquet(storage.join(settings.paths.features, "train.parquet"))
+    """Fit every family on the train table and write each to `Layout.model(family)`.
+
+    Raises ValueError when the labels hold a single class.
+    """
+    spec, layout = FeatureSpec.from_settings(settings), Layout(settings)
+    data = storage.read_parquet(layout.train_table)
     X, y = data[spec.names], data[settings.contract.target].to_numpy()
     t = settings.train
     models = {}
     for family in FAMILIES:
         params = getattr(t, family)
         model = fit(family, X, y, spec, params, t.seed)
-        model.info = {"family": family, "params": params.model_dump(), "train_rows": len(data),
-                      "positives": int(y.sum()), "train_end": str(pd.Timestamp(data[settings.contract.timestamp].max()))}
-        storage.write_bytes(model_url(settings, family), dumps(model))
+        model.info = {
+            "family": family,
+            "params": params.model_dump(),
+            "train_rows": len(data),
+            "positives": int(y.sum()),
+            "train_end": str(pd.Timestamp(data[settings.contract.timestamp].max())),
+        }
+        model_files.save(model, layout.model(family))
         models[family] = model
-        print(f"train: {family} on {len(data):,} rows ({int(y.sum()):,} positive) → {model_url(settings, family)}")
+        print(
+            f"train: {family} on {len(data):,} rows ({int(y.sum()):,} positive) → {layout.model(family)}"
+        )
     return models

@@ -1,44 +1,40 @@
 """validate: the blocking data-quality gate, run with Great Expectations 1.x.
 
-Reads the raw snapshot, runs the suite from `core.expectations` in an in-memory GX context,
-builds Data Docs (HTML) and writes `{paths.validation}/summary.json`, which featurize checks
-before it touches the data. Exit code 1 on any blocking failure, with one stderr line per
-failed expectation naming its column.
+Reads the raw snapshot and the window ingest resolved (its manifest), runs the suite from
+`core.expectations` in an in-memory GX context,
+builds Data Docs (HTML) and writes the validation summary (`core.layout`), which featurize
+checks before it touches the data. Exit code 65 (`core.expectations.DATA_REJECTED`) on any
+blocking failure, with one stderr line per failed expectation naming its column; 1 when the
+snapshot cannot be read.
 """
 
 from __future__ import annotations
 
-import os
+import math
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# Before GX is imported. GX 1.24.1 ships no usage-statistics client (only the config switch is
-# left), but an explicit opt-out still holds if a later release brings analytics back.
-os.environ["DO_NOT_TRACK"] = "1"
-os.environ["GX_ANALYTICS_ENABLED"] = "false"
-
-import math  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import great_expectations as gx  # noqa: E402
-import great_expectations.expectations as gxe  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from fsspec.implementations.local import LocalFileSystem  # noqa: E402
-from great_expectations.checkpoint import UpdateDataDocsAction  # noqa: E402
-from great_expectations.data_context.types.base import (  # noqa: E402
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
 
-from pipelines.config import Settings  # noqa: E402
-from pipelines.core import expectations as ex  # noqa: E402
-from pipelines.io import storage  # noqa: E402
+from pipelines.config import Settings
+from pipelines.core import expectations as ex
+from pipelines.core.layout import Layout
+from pipelines.io import manifest, storage
 
 SITE = "validation"
 # SUMMARY keeps per-expectation results bounded (20 example values) however large the table;
@@ -52,6 +48,8 @@ EXAMPLES = 3
 
 @dataclass(frozen=True)
 class ValidationSummary:
+    """The gate's verdict on one snapshot: every outcome (failures first) and where the report is."""
+
     success: bool
     rows: int
     outcomes: tuple[ex.Outcome, ...]  # failures first
@@ -72,59 +70,72 @@ class ValidationSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "success": self.success, "rows": self.rows, "evaluated": len(self.outcomes),
-            "failed_blocking": self.blocking_failures, "warnings": self.warnings,
-            "docs": self.docs, "results": [o.to_json() for o in self.outcomes],
+            "success": self.success,
+            "rows": self.rows,
+            "evaluated": len(self.outcomes),
+            "failed_blocking": self.blocking_failures,
+            "warnings": self.warnings,
+            "docs": self.docs,
+            "results": [o.to_json() for o in self.outcomes],
         }
 
 
 def run(settings: Settings) -> ValidationSummary:
-    paths, win = settings.paths, settings.ingest
-    raw_url = storage.join(paths.raw, "transactions.parquet")
-    summary_url = storage.join(paths.validation, "summary.json")
+    """Run the gate on the raw snapshot, publish Data Docs and write the summary.
+
+    Raises FileNotFoundError or ValueError when the snapshot is missing or unreadable (the summary
+    then records that failure, so nothing downstream reads a stale pass)."""
+    layout = Layout(settings)
+    raw_url, summary_url = layout.raw_table, layout.validation_summary
     try:
         raw = storage.read_parquet(raw_url)
+        start, end = manifest.window(settings)
     except (FileNotFoundError, ValueError) as err:
         # The summary always describes the latest attempt, so nothing downstream reads a stale pass.
-        storage.write_json(summary_url, {"success": False, "error": str(err), "docs": None, "results": []})
+        storage.write_json(
+            summary_url, {"success": False, "error": str(err), "docs": None, "results": []}
+        )
         raise
-    checks = ex.build_suite(settings.contract, settings.validate_, win.start, win.end)
-    frames = {ex.TABLE: raw, ex.DAILY: ex.daily_rows(raw, settings.contract.timestamp, win.start, win.end)}
-    docs_url = storage.join(paths.validation, "docs")
+    checks = ex.build_suite(settings.contract, settings.validate_, start, end)
+    frames = {ex.TABLE: raw, ex.DAILY: ex.daily_rows(raw, settings.contract.timestamp, start, end)}
+    docs_url = layout.validation_docs
     with tempfile.TemporaryDirectory(prefix="gx-docs-") as staging:
         site = Path(staging) / "docs"  # not the 0700 temp dir itself: it would be copied as is
         outcomes = _validate(frames, checks, site)
         _publish(site, docs_url)
     outcomes = ex.ordered(ex.explain_missing_columns(outcomes))
     result = ValidationSummary(
-        success=ex.gate_passed(outcomes), rows=len(raw), outcomes=tuple(outcomes),
-        docs=storage.join(docs_url, "index.html"), summary=summary_url,
+        success=ex.gate_passed(outcomes),
+        rows=len(raw),
+        outcomes=tuple(outcomes),
+        docs=settings.portable(storage.join(docs_url, "index.html")),
+        summary=summary_url,
     )
     storage.write_json(summary_url, result.to_json())
     _report(result)
     return result
 
 
-# The data failed the gate: retrying cannot help (orchestrators read this exit code, EX_DATAERR).
-DATA_REJECTED = 65
-
-
 def main(settings: Settings) -> int:
+    """The stage's exit code: 0 passed, `DATA_REJECTED` blocked, 1 no readable snapshot."""
     try:
         result = run(settings)
     except (FileNotFoundError, ValueError) as err:
         print(f"validate: error: {err}", file=sys.stderr)
         return 1
-    return 0 if result.success else DATA_REJECTED
+    return 0 if result.success else ex.DATA_REJECTED
 
 
 def _report(result: ValidationSummary) -> None:
     for o in result.failures:
         print(f"validate: {ex.failure_line(o)}", file=sys.stderr)
     verdict = "passed" if result.success else "FAILED"
-    print(f"validate: {verdict}: {len(result.outcomes)} checks on {result.rows:,} rows, "
-          f"{result.blocking_failures} blocking failure(s), {result.warnings} warning(s); "
-          f"report: {result.docs}", file=sys.stdout if result.success else sys.stderr)
+    print(
+        f"validate: {verdict}: {len(result.outcomes)} checks on {result.rows:,} rows, "
+        f"{result.blocking_failures} blocking failure(s), {result.warnings} warning(s); "
+        f"report: {result.docs}",
+        file=sys.stdout if result.success else sys.stderr,
+    )
 
 
 # --- Great Expectations ---------------------------------------------------------------------
@@ -138,19 +149,26 @@ def _context(docs_dir: Path) -> Any:
     """
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        data_docs_sites={SITE: {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        }},
-        analytics_enabled=False,
+        data_docs_sites={
+            SITE: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+        analytics_enabled=False,  # and GX_ANALYTICS_ENABLED=false from runtime.bootstrap
         progress_bars=ProgressBarsConfig(globally=False),
     )
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _validate(frames: dict[str, pd.DataFrame], checks: list[ex.Check], docs_dir: Path) -> list[ex.Outcome]:
+def _validate(
+    frames: dict[str, pd.DataFrame], checks: list[ex.Check], docs_dir: Path
+) -> list[ex.Outcome]:
     context = _context(docs_dir)
     source = context.data_sources.add_pandas("pipeline")
     outcomes: list[ex.Outcome] = []
@@ -158,18 +176,30 @@ def _validate(frames: dict[str, pd.DataFrame], checks: list[ex.Check], docs_dir:
     # to all its validation definitions. Both update the same docs site, whose index lists both.
     for batch, frame in frames.items():
         mine = {c.key: c for c in checks if c.batch == batch}
-        suite = gx.ExpectationSuite(name=batch, expectations=[_expectation(c) for c in mine.values()])
-        definition = context.validation_definitions.add(gx.ValidationDefinition(
-            name=batch, suite=context.suites.add(suite),
-            data=source.add_dataframe_asset(batch).add_batch_definition_whole_dataframe("all"),
-        ))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=batch, validation_definitions=[definition], result_format=RESULT_FORMATS[batch],
-            actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])],
-        ))
+        suite = gx.ExpectationSuite(
+            name=batch, expectations=[_expectation(c) for c in mine.values()]
+        )
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(
+                name=batch,
+                suite=context.suites.add(suite),
+                data=source.add_dataframe_asset(batch).add_batch_definition_whole_dataframe("all"),
+            )
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=batch,
+                validation_definitions=[definition],
+                result_format=RESULT_FORMATS[batch],
+                actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])],
+            )
+        )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         for suite_result in result.run_results.values():
-            outcomes += [_outcome(mine[r.expectation_config.meta["key"]], r, frame) for r in suite_result.results]
+            outcomes += [
+                _outcome(mine[r.expectation_config.meta["key"]], r, frame)
+                for r in suite_result.results
+            ]
     order = {c.key: i for i, c in enumerate(checks)}
     return sorted(outcomes, key=lambda o: order[o.check.key])
 
@@ -179,8 +209,10 @@ def _expectation(check: ex.Check) -> Any:
     # failures block (GX's own pages do not show severity).
     kind = "BLOCKING" if check.blocking else "warning"
     return getattr(gxe, check.type)(
-        **check.kwargs, severity="critical" if check.blocking else "warning",
-        description=f"[{kind}] {check.description}", meta={"key": check.key},
+        **check.kwargs,
+        severity="critical" if check.blocking else "warning",
+        description=f"[{kind}] {check.description}",
+        meta={"key": check.key},
     )
 
 
@@ -190,7 +222,9 @@ def _outcome(check: ex.Check, r: Any, frame: pd.DataFrame) -> ex.Outcome:
     if not r.success and check.type == "ExpectColumnValuesToBeInSet" and check.column in frame:
         # GX's partial_unexpected_counts count only the first 20 unexpected rows: a new category
         # seen 400 times would read as 20. Count every unexpected value instead (cheap).
-        details["unexpected_values"] = _plain(ex.unexpected_value_counts(frame[check.column], check.kwargs["value_set"]))
+        details["unexpected_values"] = _plain(
+            ex.unexpected_value_counts(frame[check.column], check.kwargs["value_set"])
+        )
     elif res.get("partial_unexpected_list") and check.type != "ExpectColumnValuesToNotBeNull":
         details["examples"] = _plain(list(dict.fromkeys(res["partial_unexpected_list"]))[:EXAMPLES])
     if res.get("unexpected_percent") is not None:
@@ -201,9 +235,13 @@ def _outcome(check: ex.Check, r: Any, frame: pd.DataFrame) -> ex.Outcome:
         details["days"] = [row[ex.DAY] for row in res["unexpected_index_list"]]
     count = res.get("unexpected_count")
     return ex.Outcome(
-        check=check, success=bool(r.success), expectation=r.expectation_config.type,
-        observed=_plain(res.get("observed_value")), unexpected_count=None if count is None else int(count),
-        details=details, error=_error(r.exception_info),
+        check=check,
+        success=bool(r.success),
+        expectation=r.expectation_config.type,
+        observed=_plain(res.get("observed_value")),
+        unexpected_count=None if count is None else int(count),
+        details=details,
+        error=_error(r.exception_info),
     )
 
 

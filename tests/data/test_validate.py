@@ -17,7 +17,8 @@ import pytest
 
 from pipelines.config import Settings, parse_settings
 from pipelines.core import expectations as ex
-from pipelines.io import storage
+from pipelines.core.layout import Layout
+from pipelines.io import manifest, storage
 from pipelines.stages import validate
 
 START, DAYS, ROWS = dt.date(2026, 1, 1), 10, 2000
@@ -32,35 +33,53 @@ def make_raw(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
     """A valid raw table as ingest writes it: every day of the window has rows, ~2 % fraud,
     ~20 % of labels not yet arrived."""
     rng = np.random.default_rng(seed)
-    ts = pd.date_range(START, periods=rows, freq=pd.Timedelta(days=DAYS) / rows).astype("datetime64[ms]")
+    ts = pd.date_range(START, periods=rows, freq=pd.Timedelta(days=DAYS) / rows).astype(
+        "datetime64[ms]"
+    )
     labelled = rng.random(rows) < 0.8
-    df = pd.DataFrame({
-        "transaction_id": [f"tx{i:07d}" for i in range(rows)],
-        "ts": ts,
-        "card_id": [f"card{i:04d}" for i in rng.integers(0, 300, rows)],
-        "amount": rng.gamma(2.0, 40.0, rows).round(2),
-        **{col: rng.choice(values, rows) for col, values in CATEGORIES.items()},
-        "is_fraud": pd.Series(rng.random(rows) < 0.02, dtype="Int8").where(labelled),
-    })
+    df = pd.DataFrame(
+        {
+            "transaction_id": [f"tx{i:07d}" for i in range(rows)],
+            "ts": ts,
+            "card_id": [f"card{i:04d}" for i in rng.integers(0, 300, rows)],
+            "amount": rng.gamma(2.0, 40.0, rows).round(2),
+            **{col: rng.choice(values, rows) for col, values in CATEGORIES.items()},
+            "is_fraud": pd.Series(rng.random(rows) < 0.02, dtype="Int8").where(labelled),
+        }
+    )
     df["label_ts"] = (df["ts"] + pd.Timedelta(days=3)).where(labelled)
     return df
 
 
 def settings_for(tmp_path: Path, **validate_params: object) -> Settings:
-    return parse_settings({
-        "paths": {"raw": str(tmp_path / "raw"), "validation": str(tmp_path / "validation")},
-        "ingest": {"start": START.isoformat(), "end": (START + dt.timedelta(days=DAYS)).isoformat()},
-        "validate": {"min_rows": 1000, "categories": CATEGORIES, **validate_params},
-    })
+    return parse_settings(
+        {
+            "paths": {"raw": str(tmp_path / "raw"), "validation": str(tmp_path / "validation")},
+            "ingest": {
+                "start": START.isoformat(),
+                "end": (START + dt.timedelta(days=DAYS)).isoformat(),
+            },
+            "validate": {"min_rows": 1000, "categories": CATEGORIES, **validate_params},
+        }
+    )
+
+
+def write_snapshot(settings: Settings, df: pd.DataFrame | None = None) -> None:
+    """What ingest leaves for validate: the manifest with the window (and the table, if given)."""
+    manifest.write(settings, {"start": settings.ingest.start, "end": settings.ingest.end})
+    if df is not None:
+        storage.write_parquet(df, Layout(settings).raw_table)
 
 
 @pytest.fixture
-def gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, dict]]:
+def gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, dict]]:
     """Write `df` as the raw snapshot, run the stage's main; (exit code, stderr, summary.json)."""
 
     def run(df: pd.DataFrame, **validate_params: object) -> tuple[int, str, dict]:
         settings = settings_for(tmp_path, **validate_params)
-        storage.write_parquet(df, storage.join(settings.paths.raw, "transactions.parquet"))
+        write_snapshot(settings, df)
         code = validate.main(settings)
         summary = json.loads((tmp_path / "validation" / "summary.json").read_text())
         return code, capsys.readouterr().err, summary
@@ -68,14 +87,27 @@ def gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., tu
     return run
 
 
-def failed(summary: dict, expectation: str, column: str | None, blocking: bool = True) -> list[dict]:
-    return [r for r in summary["results"] if not r["success"] and r["expectation"] == expectation
-            and r["column"] == column and r["blocking"] is blocking]
+def failed(
+    summary: dict, expectation: str, column: str | None, blocking: bool = True
+) -> list[dict]:
+    return [
+        r
+        for r in summary["results"]
+        if not r["success"]
+        and r["expectation"] == expectation
+        and r["column"] == column
+        and r["blocking"] is blocking
+    ]
 
 
 def test_valid_data_passes(gate, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err, summary = gate(make_raw())
-    assert (code, summary["success"], summary["failed_blocking"], summary["warnings"]) == (0, True, 0, 0), err
+    assert (code, summary["success"], summary["failed_blocking"], summary["warnings"]) == (
+        0,
+        True,
+        0,
+        0,
+    ), err
     assert summary["rows"] == ROWS and summary["evaluated"] == len(summary["results"]) > 30
     assert (tmp_path / "validation" / "docs" / "index.html").is_file()
 
@@ -123,15 +155,27 @@ CORRUPTIONS = {
     "nulls": (_nulls, "expect_column_values_to_not_be_null", "amount"),
     "out_of_range": (_out_of_range, "expect_column_values_to_be_between", "amount"),
     "wrong_type": (_amount_as_strings, "expect_column_values_to_be_in_type_list", "amount"),
-    "renamed_column": (lambda df: df.rename(columns={"amount": "amount_usd"}), "expect_column_to_exist", "amount"),
-    "missing_column": (lambda df: df.drop(columns="merchant_country"), "expect_column_to_exist", "merchant_country"),
+    "renamed_column": (
+        lambda df: df.rename(columns={"amount": "amount_usd"}),
+        "expect_column_to_exist",
+        "amount",
+    ),
+    "missing_column": (
+        lambda df: df.drop(columns="merchant_country"),
+        "expect_column_to_exist",
+        "merchant_country",
+    ),
     "duplicate_ids": (_duplicate_ids, "expect_column_values_to_be_unique", "transaction_id"),
     "empty_day": (_empty_day, "expect_column_values_to_be_between", "ts"),
     "too_few_rows": (lambda df: df.iloc[::4], "expect_table_row_count_to_be_between", None),
     "zero_rows": (lambda df: df.iloc[:0], "expect_table_row_count_to_be_between", None),
     "label_rate": (_label_rate, "expect_column_mean_to_be_between", "is_fraud"),
     "outside_window": (_outside_window, "expect_column_max_to_be_between", "ts"),
-    "label_before_event": (_label_before_event, "expect_column_pair_values_a_to_be_greater_than_b", "label_ts"),
+    "label_before_event": (
+        _label_before_event,
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "label_ts",
+    ),
 }
 
 
@@ -140,7 +184,7 @@ def test_corruption_blocks_and_names_the_column(gate, tmp_path: Path, kind: str)
     corrupt, expectation, column = CORRUPTIONS[kind]
     code, err, summary = gate(corrupt(make_raw()))
     where = f"column {column!r}" if column else "the table"
-    assert code == validate.DATA_REJECTED and not summary["success"]
+    assert code == ex.DATA_REJECTED and not summary["success"]
     assert f"validate: FAILED {expectation} on {where}" in err, err
     assert failed(summary, expectation, column), summary["results"][:5]
     # failures come first, and the report a person opens exists after a failure too
@@ -151,7 +195,7 @@ def test_corruption_blocks_and_names_the_column(gate, tmp_path: Path, kind: str)
 
 def test_renamed_column_shows_its_new_name(gate) -> None:
     code, err, summary = gate(make_raw().rename(columns={"amount": "amount_usd"}))
-    assert code == validate.DATA_REJECTED
+    assert code == ex.DATA_REJECTED
     [columns] = failed(summary, "expect_table_columns_to_match_set", None, blocking=False)
     assert columns["details"]["mismatched"] == {"missing": ["amount"], "unexpected": ["amount_usd"]}
     assert "not evaluated: column 'amount' is missing" in err  # not GX's "list index out of range"
@@ -164,16 +208,22 @@ def test_empty_day_is_named(gate) -> None:
 
 
 @pytest.mark.parametrize(("share", "blocks"), [(0.01, False), (0.2, True)])
-def test_unknown_category_warns_at_small_share_and_blocks_at_large(gate, share: float, blocks: bool) -> None:
+def test_unknown_category_warns_at_small_share_and_blocks_at_large(
+    gate, share: float, blocks: bool
+) -> None:
     df = make_raw()
     df.loc[df.index[: int(share * len(df))], "channel"] = "teleport"
     code, err, summary = gate(df)
-    assert code == (validate.DATA_REJECTED if blocks else 0) and summary["success"] is not blocks
+    assert code == (ex.DATA_REJECTED if blocks else 0) and summary["success"] is not blocks
     [warning] = failed(summary, "expect_column_values_to_be_in_set", "channel", blocking=False)
-    assert warning["details"]["unexpected_values"] == [{"value": "teleport", "count": int(share * len(df))}]
+    assert warning["details"]["unexpected_values"] == [
+        {"value": "teleport", "count": int(share * len(df))}
+    ]
     assert "validate: WARNING expect_column_values_to_be_in_set on column 'channel'" in err
     assert bool(failed(summary, "expect_column_values_to_be_in_set", "channel")) is blocks
-    assert ("validate: FAILED expect_column_values_to_be_in_set on column 'channel'" in err) is blocks
+    assert (
+        "validate: FAILED expect_column_values_to_be_in_set on column 'channel'" in err
+    ) is blocks
 
 
 def test_docs_replace_the_previous_report(gate, tmp_path: Path) -> None:
@@ -182,13 +232,19 @@ def test_docs_replace_the_previous_report(gate, tmp_path: Path) -> None:
     docs = tmp_path / "validation" / "docs"
     pages = list((docs / "validations").rglob("*.html"))
     assert len(pages) == 2  # this run's two batches only, nothing left from the previous run
-    assert sorted(p.name for p in docs.parent.iterdir()) == ["docs", "summary.json"]  # no temp dirs left
+    assert sorted(p.name for p in docs.parent.iterdir()) == [
+        "docs",
+        "summary.json",
+    ]  # no temp dirs left
 
 
 @pytest.mark.parametrize("content", [None, b"not parquet at all"])
-def test_unreadable_raw_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None) -> None:
+def test_unreadable_raw_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None
+) -> None:
     settings = settings_for(tmp_path)
-    url = storage.join(settings.paths.raw, "transactions.parquet")
+    write_snapshot(settings)
+    url = Layout(settings).raw_table
     if content is not None:
         storage.write_bytes(url, content)
     assert validate.main(settings) == 1
@@ -199,10 +255,27 @@ def test_unreadable_raw_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_daily_rows_counts_every_day_of_the_window() -> None:
-    df = pd.DataFrame({"ts": pd.to_datetime(["2026-01-01 05:00", "2026-01-01 23:59", "2026-01-03 00:00", "2026-02-01 00:00", None])})
+    df = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(
+                [
+                    "2026-01-01 05:00",
+                    "2026-01-01 23:59",
+                    "2026-01-03 00:00",
+                    "2026-02-01 00:00",
+                    None,
+                ]
+            )
+        }
+    )
     daily = ex.daily_rows(df, "ts", START, START + dt.timedelta(days=4))
-    assert daily.to_dict("list") == {"day": ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"], "rows": [2, 0, 1, 0]}
-    assert ex.daily_rows(df.drop(columns="ts"), "ts", START, START + dt.timedelta(days=2))["rows"].tolist() == [0, 0]
+    assert daily.to_dict("list") == {
+        "day": ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"],
+        "rows": [2, 0, 1, 0],
+    }
+    assert ex.daily_rows(df.drop(columns="ts"), "ts", START, START + dt.timedelta(days=2))[
+        "rows"
+    ].tolist() == [0, 0]
 
 
 def test_suite_covers_every_contract_column() -> None:

@@ -58,20 +58,26 @@ class MotoServer:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 self.proc = None
-                raise RuntimeError(f"moto server exited on start; see {self.log}:\n{self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"moto server exited on start; see {self.log}:\n{self.log.read_text()[-2000:]}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"moto server not listening on {self.url} after {timeout} s") from None
+                    raise RuntimeError(
+                        f"moto server not listening on {self.url} after {timeout} s"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -102,7 +108,9 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[
 
 
 @pytest.fixture
-def s3(moto_server: Callable[[], MotoServer], monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+def s3(
+    moto_server: Callable[[], MotoServer], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MotoServer]:
     """A fresh S3 server, and the standard AWS variables pointing every client (ours, DVC's,
     the servers' we start) at it."""
     server = moto_server()
@@ -131,13 +139,15 @@ class Service:
     def score(self, records: list[dict], timeout: float = 30.0) -> httpx.Response:
         return httpx.post(f"{self.url}/score", json={"records": records}, timeout=timeout)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, path: str = "/readyz") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"bentoml serve exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}"
+                )
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -149,9 +159,15 @@ class Service:
         """Sequential requests first, as a rollout would: BentoML's batching dispatcher calibrates
         its latency model on its first batches and sheds concurrent load (503) until it has."""
         for i in range(requests):
-            rec = {"transaction_id": f"warm-up-{i}-{time.monotonic_ns()}", "ts": "2026-01-01T00:00:00",
-                   "card_id": "warm-up", "amount": 1.0, "merchant_category": "grocery",
-                   "merchant_country": "US", "channel": "pos"}
+            rec = {
+                "transaction_id": f"warm-up-{i}-{time.monotonic_ns()}",
+                "ts": "2026-01-01T00:00:00",
+                "card_id": "warm-up",
+                "amount": 1.0,
+                "merchant_category": "grocery",
+                "merchant_country": "US",
+                "channel": "pos",
+            }
             self.score([rec]).raise_for_status()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
@@ -159,20 +175,36 @@ class Service:
         return stop_group(self.proc, sig, timeout)
 
 
-def start_service(repo: Path, target: str = "pipelines.serving.service:FraudService",
-                  cwd: Path | None = None, env: dict | None = None) -> Service:
+def start_service(
+    repo: Path,
+    target: str = "pipelines.serving.service:FraudService",
+    cwd: Path | None = None,
+    env: dict | None = None,
+    ready: bool = True,
+) -> Service:
+    """`bentoml serve` on a free port, `ready`: waited for and warmed up (else: alive only)."""
     port = free_port()
     log = repo / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd or repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "BENTOML_HOME": str(repo / ".bentoml"),
-                 "PIPELINES_PARAMS": str(repo / "params.yaml"), **(env or {})},
+            cwd=cwd or repo,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "BENTOML_HOME": str(repo / ".bentoml"),
+                "PIPELINES_PARAMS": str(repo / "params.yaml"),
+                **(env or {}),
+            },
         )
     service = Service(port, log, proc)
-    service.wait_ready()
-    service.warm_up()
+    if ready:
+        service.wait_ready()
+        service.warm_up()
+    else:
+        service.wait_ready(path="/livez")
     return service
 
 
@@ -213,9 +245,13 @@ class PrefectServer:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-                "PREFECT_LOGGING_LEVEL": "INFO"}
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
 
     def stop(self) -> None:
         stop_group(self.proc)
@@ -225,13 +261,20 @@ class PrefectServer:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
-    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
     log = home / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **env})
+        proc = subprocess.Popen(
+            ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
     server = PrefectServer(port, home, proc)
     deadline = time.monotonic() + 90
     while True:

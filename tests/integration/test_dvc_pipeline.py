@@ -26,9 +26,15 @@ def test_repro_trains_reruns_nothing_then_only_what_changed(small_repo: Path) ->
     first = run(["dvc", "repro"], repo)
     assert ran(first.stdout) == STAGES
     manifest = json.loads((repo / "data/raw/manifest.json").read_text())
-    assert manifest["partitions"] == 35 and manifest["missing_days"] == [] and len(manifest["sha256"]) == 64
+    assert (
+        manifest["partitions"] == 35
+        and manifest["missing_days"] == []
+        and len(manifest["sha256"]) == 64
+    )
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert {"roc_auc", "average_precision", "recall_at_alert_rate", "log_loss", "baseline"} <= set(metrics)
+    assert {"roc_auc", "average_precision", "recall_at_alert_rate", "log_loss", "baseline"} <= set(
+        metrics
+    )
     assert 0.5 < metrics["roc_auc"] <= 1.0
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "roc_auc" in shown
@@ -41,7 +47,18 @@ def test_repro_trains_reruns_nothing_then_only_what_changed(small_repo: Path) ->
     assert ran(again.stdout) == []
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
+    # A serving-only change rebuilds the bento, and the model keeps its version (same weights).
+    packaged = json.loads((repo / "reports/package.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["serving"]["port"] = 3999
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(run(["dvc", "repro"], repo).stdout) == ["package"]
+    repackaged = json.loads((repo / "reports/package.json").read_text())
+    assert (
+        repackaged["model_tag"] == packaged["model_tag"]
+        and repackaged["bento_tag"] != packaged["bento_tag"]
+    )
+
     params["train"]["lightgbm"]["learning_rate"] = 0.1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     partial = run(["dvc", "repro"], repo)
@@ -55,7 +72,19 @@ def test_bad_data_stops_the_pipeline_and_keeps_what_was_good(small_repo: Path) -
     model_before = (repo / "models/lightgbm.pkl").read_bytes()
     features_before = (repo / "data/features/train.parquet").read_bytes()
 
-    run(["python", "-m", "pipelines", "simulate", "--scenario", "corrupt_nulls", "--scenario-start", "2026-01-20"], repo)
+    run(
+        [
+            "python",
+            "-m",
+            "pipelines",
+            "simulate",
+            "--scenario",
+            "corrupt_nulls",
+            "--scenario-start",
+            "2026-01-20",
+        ],
+        repo,
+    )
     failed = run(["dvc", "repro"], repo, check=False)
     assert failed.returncode != 0
     assert "amount" in failed.stderr + failed.stdout
@@ -70,25 +99,48 @@ def test_own_csv_table_with_its_own_column_names_and_no_entity(tmp_path: Path) -
     """The documented path for a team's own data: one CSV, renamed columns, no history."""
     import pandas as pd
 
-    from pipelines import simulate
     from pipelines.config import parse_settings
-    from pipelines.stages.ingest import join_labels
+    from pipelines.core.dataset import join_labels
+    from pipelines.sources import simulator
     from tests.conftest import SMALL_PARAMS, make_repo
 
     sim = parse_settings(SMALL_PARAMS)
-    tx, labels = simulate.generate(sim.simulate)
-    table = join_labels(tx, labels, sim).drop(columns=["card_id", "label_ts"]).rename(columns={
-        "transaction_id": "order_id", "ts": "created_at", "amount": "total", "channel": "via",
-        "merchant_category": "shop_type", "merchant_country": "country", "is_fraud": "chargeback"})
-    repo = make_repo(tmp_path / "repo", {
-        **SMALL_PARAMS,
-        "paths": {"source": "data/orders.csv"},
-        "contract": {"id": "order_id", "timestamp": "created_at", "entity": None, "target": "chargeback",
-                     "label_timestamp": None, "numeric": ["total"], "amount": "total",
-                     "categorical": ["shop_type", "country", "via"], "novelty": []},
-        "validate": {"categories": {"via": list(simulate.CHANNELS)}},
-        "evaluate": {"slice_by": ["via"]},
-    })
+    tx, labels = simulator.generate(sim.simulate)
+    table = (
+        join_labels(tx, labels, sim.contract)
+        .drop(columns=["card_id", "label_ts"])
+        .rename(
+            columns={
+                "transaction_id": "order_id",
+                "ts": "created_at",
+                "amount": "total",
+                "channel": "via",
+                "merchant_category": "shop_type",
+                "merchant_country": "country",
+                "is_fraud": "chargeback",
+            }
+        )
+    )
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            **SMALL_PARAMS,
+            "paths": {"source": "data/orders.csv"},
+            "contract": {
+                "id": "order_id",
+                "timestamp": "created_at",
+                "entity": None,
+                "target": "chargeback",
+                "label_timestamp": None,
+                "numeric": ["total"],
+                "amount": "total",
+                "categorical": ["shop_type", "country", "via"],
+                "novelty": [],
+            },
+            "validate": {"categories": {"via": list(simulator.CHANNELS)}},
+            "evaluate": {"slice_by": ["via"]},
+        },
+    )
     (repo / "data").mkdir()
     table.to_csv(repo / "data/orders.csv", index=False)
 

@@ -25,8 +25,12 @@ pytestmark = pytest.mark.integration
 
 
 def flow_env(server: PrefectServer, repo: Path) -> dict[str, str]:
-    return {**os.environ, **server.env, "PIPELINES_PARAMS": str(repo / "params.yaml"),
-            "BENTOML_HOME": str(repo / ".bentoml")}
+    return {
+        **os.environ,
+        **server.env,
+        "PIPELINES_PARAMS": str(repo / "params.yaml"),
+        "BENTOML_HOME": str(repo / ".bentoml"),
+    }
 
 
 def api(server: PrefectServer, path: str, body: dict) -> list[dict]:
@@ -36,8 +40,11 @@ def api(server: PrefectServer, path: str, body: dict) -> list[dict]:
 
 
 def latest_flow_run(server: PrefectServer, flow_name: str) -> dict:
-    runs = api(server, "/flow_runs/filter", {"flows": {"name": {"any_": [flow_name]}},
-                                              "sort": "EXPECTED_START_TIME_DESC", "limit": 1})
+    runs = api(
+        server,
+        "/flow_runs/filter",
+        {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+    )
     assert runs, f"no {flow_name} flow run on the server"
     return runs[0]
 
@@ -48,13 +55,20 @@ def task_runs(server: PrefectServer, flow_run_id: str) -> dict[str, dict]:
 
 
 def test_a_transient_stage_failure_is_retried_and_the_flow_completes(
-        prefect_server: PrefectServer, tmp_path: Path) -> None:
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
     repo = make_repo(tmp_path / "repo", SMALL_PARAMS)
     # The source appears only after the first ingest attempt failed (an upstream still writing).
     run(["python", "-m", "pipelines", "simulate", "--out", str(tmp_path / "staging")], repo)
     code = "from flows.training import training; training()"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=flow_env(prefect_server, repo),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=repo,
+        env=flow_env(prefect_server, repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen, moved = [], False
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -68,18 +82,43 @@ def test_a_transient_stage_failure_is_retried_and_the_flow_completes(
     assert flow_run["state_type"] == "COMPLETED"
     tasks = task_runs(prefect_server, flow_run["id"])
     assert tasks["dvc repro -s ingest"]["run_count"] == 2
-    assert all(tasks[f"dvc repro -s {s}"]["state_type"] == "COMPLETED"
-               for s in ("ingest", "validate", "featurize", "train", "evaluate", "package"))
-    artifacts = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["evaluation-metrics"]}}})
+    assert all(
+        tasks[f"dvc repro -s {s}"]["state_type"] == "COMPLETED"
+        for s in ("ingest", "validate", "featurize", "train", "evaluate", "package")
+    )
+    artifacts = api(
+        prefect_server,
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["evaluation-metrics"]}}},
+    )
     assert artifacts and "roc_auc" in str(artifacts[0]["data"])
 
 
 def test_a_permanent_failure_fails_the_flow_with_the_stage_message(
-        prefect_server: PrefectServer, tmp_path: Path) -> None:
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
     repo = make_repo(tmp_path / "repo", SMALL_PARAMS)
-    run(["python", "-m", "pipelines", "simulate", "--scenario", "corrupt_nulls", "--scenario-start", "2026-01-10"], repo)
-    res = subprocess.run([sys.executable, "-c", "from flows.training import training; training()"], cwd=repo,
-                         env=flow_env(prefect_server, repo), capture_output=True, text=True, timeout=600)
+    run(
+        [
+            "python",
+            "-m",
+            "pipelines",
+            "simulate",
+            "--scenario",
+            "corrupt_nulls",
+            "--scenario-start",
+            "2026-01-10",
+        ],
+        repo,
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", "from flows.training import training; training()"],
+        cwd=repo,
+        env=flow_env(prefect_server, repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "stage 'validate' failed (exit 65)" in out and "amount" in out
@@ -91,7 +130,8 @@ def test_a_permanent_failure_fails_the_flow_with_the_stage_message(
 
 
 def test_the_gate_refuses_a_worse_challenger_and_the_champion_keeps_serving(
-        prefect_server: PrefectServer, served_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefect_server: PrefectServer, served_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BENTOML_HOME", str(served_repo / ".bentoml"))
     s = load_settings(served_repo / "params.yaml")
     champion = registry.champion_tag()
@@ -99,18 +139,33 @@ def test_the_gate_refuses_a_worse_challenger_and_the_champion_keeps_serving(
     train = storage.read_parquet(str(served_repo / s.paths.features / "train.parquet"))
     spec = FeatureSpec.from_settings(s)
     shuffled = np.random.default_rng(0).permutation(train[s.contract.target].to_numpy(dtype=int))
-    worse = registry.save(fit("lightgbm", train, shuffled, spec, s.train.lightgbm, 1), {"purpose": "gate test"})
+    worse = registry.save(
+        fit("lightgbm", train, shuffled, spec, s.train.lightgbm, 1), {"purpose": "gate test"}
+    )
 
     service = start_service(served_repo)
     try:
         res = subprocess.run(
-            [sys.executable, "-c", f"from flows.deploy import deploy; print(deploy(challenger={worse!r}))"],
-            cwd=served_repo, env=flow_env(prefect_server, served_repo), capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-c",
+                f"from flows.deploy import deploy; print(deploy(challenger={worse!r}))",
+            ],
+            cwd=served_repo,
+            env=flow_env(prefect_server, served_repo),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert registry.champion_tag() == champion
-        refusal = [h for h in registry.history() if h.get("event") == "refused" and h.get("tag") == worse]
+        refusal = [
+            h for h in registry.history() if h.get("event") == "refused" and h.get("tag") == worse
+        ]
         assert refusal, registry.history()[-3:]
-        assert "below the floor" in refusal[-1]["reason"] or "does not beat" in refusal[-1]["reason"]
+        assert (
+            "below the floor" in refusal[-1]["reason"] or "does not beat" in refusal[-1]["reason"]
+        )
         time.sleep(2 * s.serving.reload_seconds)
         resp = service.score([record(11)])
         assert resp.status_code == 200 and resp.json()[0]["model_version"] == champion

@@ -24,13 +24,17 @@ URL = f"s3://{BUCKET}/predictions"
 
 def records(n: int, first: int) -> pd.DataFrame:
     ids = np.arange(first, first + n)
-    return pd.DataFrame({
-        "transaction_id": pd.Series([f"t{i:08d}" for i in ids], dtype="str"),
-        # Minutes from 23:00 on: the later batches cross midnight into a second partition.
-        "ts": (pd.Timestamp("2026-03-01 23:00") + pd.to_timedelta(ids, unit="min")).astype("datetime64[us]"),
-        "probability": (ids % 100) / 100.0,
-        "model_version": pd.Series(["m:3"] * n, dtype="str"),
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series([f"t{i:08d}" for i in ids], dtype="str"),
+            # Minutes from 23:00 on: the later batches cross midnight into a second partition.
+            "ts": (pd.Timestamp("2026-03-01 23:00") + pd.to_timedelta(ids, unit="min")).astype(
+                "datetime64[us]"
+            ),
+            "probability": (ids % 100) / 100.0,
+            "model_version": pd.Series(["m:3"] * n, dtype="str"),
+        }
+    )
 
 
 @pytest.fixture
@@ -41,7 +45,9 @@ def s3(s3: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     return s3
 
 
-def test_the_log_spools_through_an_s3_outage_and_delivers_after(s3: MotoServer, tmp_path: Path) -> None:
+def test_the_log_spools_through_an_s3_outage_and_delivers_after(
+    s3: MotoServer, tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     plog = PredictionLog(URL, flush_rows=1_000_000, flush_seconds=0.3, spool_dir=spool)
     try:

@@ -34,8 +34,15 @@ pytestmark = pytest.mark.integration
 
 ON_S3 = {"paths": {"source": "s3://lake/source", "model_remote": "s3://lake/model-store"}}
 DVC_BUCKET = "fraud-pipelines-dvc"  # the s3 remote's bucket in the committed .dvc/config
-OUTPUTS = ["data/raw", "data/features", "models", "metrics", "plots", "reports/validation/summary.json",
-           "reports/package.json"]
+OUTPUTS = [
+    "data/raw",
+    "data/features",
+    "models",
+    "metrics",
+    "plots",
+    "reports/validation/summary.json",
+    "reports/package.json",
+]
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate", "package"]
 
 
@@ -65,13 +72,18 @@ def champion(repo: Path) -> str:
 
 
 def bento_models(repo: Path, tag: str) -> list[str]:
-    out = run(["bentoml", "get", tag, "-o", "json"], repo, env={"BENTOML_HOME": str(repo / ".bentoml")}).stdout
+    out = run(
+        ["bentoml", "get", tag, "-o", "json"], repo, env={"BENTOML_HOME": str(repo / ".bentoml")}
+    ).stdout
     info = json.loads(out)
-    return [m["tag"] for m in info["models"]] + [m["tag"] for svc in info["services"] for m in svc["models"]]
+    return [m["tag"] for m in info["models"]] + [
+        m["tag"] for svc in info["services"] for m in svc["models"]
+    ]
 
 
 def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_champion(
-        s3: MotoServer, tmp_path: Path) -> None:
+    s3: MotoServer, tmp_path: Path
+) -> None:
     for bucket in ("lake", DVC_BUCKET):
         s3.create_bucket(bucket)
     first = ci_checkout(make_repo(tmp_path / "first", deep_update(SMALL_PARAMS, ON_S3)))
@@ -82,10 +94,20 @@ def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_ch
     assert ran(make(first, "train")) == STAGES  # the source already exists: nothing simulated
     make(first, "gate")
     first_champion = champion(first)
+    # The gate published the champion (archive, then pointer) to the model store's remote: the
+    # one record every replica follows. `make push` adds the rest (the bento).
+    published = storage.read_json("s3://lake/model-store/registry/champion.json")
+    assert published["tag"] == first_champion
+    assert storage.exists(
+        f"s3://lake/model-store/models/{first_champion.replace(':', '/')}.bentomodel"
+    )
     pushed = make(first, "push", "DVC_REMOTE=s3")
-    assert "1 model version(s), 1 bento(s)" in pushed and first_champion in pushed
+    assert "0 model version(s), 1 bento(s)" in pushed and first_champion in pushed
     run(["git", "add", "-A"], first)
-    run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "dvc.lock"], first)
+    run(
+        ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "dvc.lock"],
+        first,
+    )
     assert "data/raw" not in run(["git", "ls-files"], first).stdout  # the data went to S3, not git
 
     # Second CI run on a fresh runner: a clone with an empty DVC cache and model store.
@@ -98,8 +120,11 @@ def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_ch
     assert ran(make(second, "train")) == []
     assert "up to date" in run(["dvc", "status"], second).stdout
     for out in OUTPUTS:
-        files = sorted(p.relative_to(first) for p in (first / out).rglob("*") if p.is_file()) \
-            if (first / out).is_dir() else [Path(out)]
+        files = (
+            sorted(p.relative_to(first) for p in (first / out).rglob("*") if p.is_file())
+            if (first / out).is_dir()
+            else [Path(out)]
+        )
         assert files, out
         for f in files:
             assert (second / f).read_bytes() == (first / f).read_bytes(), f
@@ -114,11 +139,19 @@ def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_ch
     challenger = json.loads((second / "reports/package.json").read_text())
     history = (second / ".bentoml/registry/history.jsonl").read_text().splitlines()
     decision = json.loads(history[-1])
-    assert decision["tag"] == challenger["model_tag"] and decision["event"] in ("promoted", "refused")
+    assert decision["tag"] == challenger["model_tag"] and decision["event"] in (
+        "promoted",
+        "refused",
+    )
     assert decision["evidence"]["champion_tag"] == first_champion  # not gated as a "first model"
-    if decision["event"] == "refused":  # the bento a deploy ships must follow the champion either way
-        run(["python", "-m", "pipelines", "promote", challenger["model_tag"]], second,
-            env={"BENTOML_HOME": str(second / ".bentoml")})
+    if (
+        decision["event"] == "refused"
+    ):  # the bento a deploy ships must follow the champion either way
+        run(
+            ["python", "-m", "pipelines", "promote", challenger["model_tag"]],
+            second,
+            env={"BENTOML_HOME": str(second / ".bentoml")},
+        )
     assert champion(second) == challenger["model_tag"] != first_champion
     make(second, "bento")
     release = json.loads((second / "reports/release.json").read_text())
@@ -128,13 +161,18 @@ def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_ch
     assert bento_models(second, release["bento_tag"]) == [champion(second)]
     assert bento_models(second, challenger["bento_tag"]) == [first_champion]
     make(second, "push", "DVC_REMOTE=s3")
-    remote = storage.read_bytes("s3://lake/model-store/registry/history.jsonl").decode().splitlines()
+    remote = (
+        storage.read_bytes("s3://lake/model-store/registry/history.jsonl").decode().splitlines()
+    )
     assert remote[: len(history)] == history  # every record of both runs, in order
-    assert json.loads(storage.read_bytes("s3://lake/model-store/registry/champion.json"))["tag"] == champion(second)
+    assert json.loads(storage.read_bytes("s3://lake/model-store/registry/champion.json"))[
+        "tag"
+    ] == champion(second)
 
 
 def test_the_service_logs_to_s3_and_loses_nothing_through_an_outage(
-        served_repo: Path, s3: MotoServer, tmp_path: Path) -> None:
+    served_repo: Path, s3: MotoServer, tmp_path: Path
+) -> None:
     s3.create_bucket("logs")
     url = "s3://logs/predictions"
     params = yaml.safe_load((served_repo / "params.yaml").read_text())
@@ -142,16 +180,30 @@ def test_the_service_logs_to_s3_and_loses_nothing_through_an_outage(
     # This params file lives outside the repo: its one relative location (the feature store,
     # shared with the other service tests) made absolute.
     store = str(served_repo / params["serving"]["feature_store"])
-    write_params(tmp_path / "params.yaml", deep_update(params, {"serving": {
-        "prediction_log": url, "spool_dir": str(spool), "feature_store": store}}))
-    service = start_service(served_repo, env={"PIPELINES_PARAMS": str(tmp_path / "params.yaml"),
-                                              "AWS_MAX_ATTEMPTS": "1"})
+    write_params(
+        tmp_path / "params.yaml",
+        deep_update(
+            params,
+            {"serving": {"prediction_log": url, "spool_dir": str(spool), "feature_store": store}},
+        ),
+    )
+    service = start_service(
+        served_repo,
+        env={"PIPELINES_PARAMS": str(tmp_path / "params.yaml"), "AWS_MAX_ATTEMPTS": "1"},
+    )
 
     def score(first: int, n: int) -> list[str]:
         ids = []
         for i in range(first, first + n):
-            rec = {"transaction_id": f"s3-{i}", "ts": f"2026-01-22T10:{i % 60:02d}:00", "card_id": f"s3-card-{i % 7}",
-                   "amount": 10.0 + i, "merchant_category": "grocery", "merchant_country": "US", "channel": "pos"}
+            rec = {
+                "transaction_id": f"s3-{i}",
+                "ts": f"2026-01-22T10:{i % 60:02d}:00",
+                "card_id": f"s3-card-{i % 7}",
+                "amount": 10.0 + i,
+                "merchant_category": "grocery",
+                "merchant_country": "US",
+                "channel": "pos",
+            }
             resp = service.score([rec])
             assert resp.status_code == 200, resp.text
             ids.append(rec["transaction_id"])
@@ -185,17 +237,25 @@ def test_the_service_logs_to_s3_and_loses_nothing_through_an_outage(
 
 
 def test_with_s3_down_the_training_flow_retries_with_backoff_then_fails_naming_the_url(
-        s3: MotoServer, prefect_server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast per attempt; the flow's retries are the test
+    s3: MotoServer, prefect_server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AWS_MAX_ATTEMPTS", "1"
+    )  # fail fast per attempt; the flow's retries are the test
     s3.create_bucket("lake")
     repo = make_repo(tmp_path / "repo", deep_update(SMALL_PARAMS, ON_S3))
     run(["python", "-m", "pipelines", "simulate"], repo)
     s3.stop()
 
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", "from flows.training import training; training()"], cwd=repo,
-                         env=flow_env(prefect_server, repo),
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", "from flows.training import training; training()"],
+        cwd=repo,
+        env=flow_env(prefect_server, repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     elapsed = time.monotonic() - started
     assert res.returncode != 0
     flow_run = latest_flow_run(prefect_server, "training")

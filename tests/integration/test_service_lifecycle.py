@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from pipelines.config import load_settings
-from pipelines.io import registry
+from pipelines.io import model_files, registry
 from pipelines.io.prediction_log import read_log
-from pipelines.stages.train import load_model
 from tests.conftest import run
 from tests.integration.conftest import Service, start_service
 from tests.integration.test_service import record
@@ -32,7 +31,9 @@ class Load:
         self.failed: list[str] = []
         self.refused = 0  # connection refused/reset after the server went away
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
+        ]
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -59,7 +60,13 @@ class Load:
                     continue
                 with self.lock:
                     if resp.status_code == 200:
-                        self.ok.append((time.monotonic(), rec["transaction_id"], resp.json()[0]["model_version"]))
+                        self.ok.append(
+                            (
+                                time.monotonic(),
+                                rec["transaction_id"],
+                                resp.json()[0]["model_version"],
+                            )
+                        )
                     else:
                         self.failed.append(f"{resp.status_code} {resp.text[:200]}")
 
@@ -75,27 +82,34 @@ def test_sigterm_under_load_loses_no_answered_record(served_repo: Path) -> None:
     assert not load.failed, load.failed[:5]
     answered = {tid for _, tid, _ in load.ok}
     assert len(answered) > 20, "the load never got going"
-    logged = read_log(str(served_repo / load_settings(served_repo / "params.yaml").serving.prediction_log))
+    logged = read_log(
+        str(served_repo / load_settings(served_repo / "params.yaml").serving.prediction_log)
+    )
     missing = answered - set(logged["transaction_id"])
     assert not missing, f"{len(missing)} answered records are not in the prediction log"
     assert max(t for t, _, _ in load.ok) > signalled - 1.0  # requests were flowing up to the signal
 
 
 def test_promotion_under_load_switches_version_without_a_failed_request(
-        served_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BENTOML_HOME", str(served_repo / ".bentoml"))
     before = registry.champion_tag()
     assert before is not None
     s = load_settings(served_repo / "params.yaml")
-    challenger = registry.save(load_model(str(served_repo / s.paths.models / "logistic.pkl")),
-                               {"purpose": "promotion-under-load test"})
+    challenger = registry.save(
+        model_files.load(str(served_repo / s.paths.models / "logistic.pkl")),
+        {"purpose": "promotion-under-load test"},
+    )
     service = start_service(served_repo)
     try:
         with Load(service) as load:
             time.sleep(1.5)
             registry.promote(challenger, "test: promotion under load")
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(v == challenger for _, _, v in load.ok[-5:]):
+            while time.monotonic() < deadline and not any(
+                v == challenger for _, _, v in load.ok[-5:]
+            ):
                 time.sleep(0.1)
             time.sleep(1.0)
         assert not load.failed, load.failed[:5]
@@ -103,7 +117,7 @@ def test_promotion_under_load_switches_version_without_a_failed_request(
         versions = [v for _, _, v in sorted(load.ok)]
         assert versions[0] == before and versions[-1] == challenger
         switched = versions.index(challenger)
-        assert set(versions[switched + 20:]) == {challenger}  # no flapping back after the switch
+        assert set(versions[switched + 20 :]) == {challenger}  # no flapping back after the switch
         metrics = httpx.get(f"{service.url}/metrics").text
         assert f'fraud_model_info{{model_version="{challenger}"}} 1.0' in metrics
     finally:
@@ -121,17 +135,29 @@ def test_the_built_bento_serves_by_its_tag(served_repo: Path, tmp_path: Path) ->
     finally:
         service.stop()
     name, version = package["bento_tag"].split(":")
-    requirements = (served_repo / ".bentoml/bentos" / name / version / "env/python/requirements.txt").read_text().lower()
+    requirements = (
+        (served_repo / ".bentoml/bentos" / name / version / "env/python/requirements.txt")
+        .read_text()
+        .lower()
+    )
     assert "lightgbm" in requirements
     for heavy in ("prefect", "dvc", "great_expectations", "great-expectations", "evidently"):
         assert heavy not in requirements, heavy
 
 
 def test_importing_the_service_imports_no_orchestration_or_monitoring(served_repo: Path) -> None:
-    probe = ("import sys, pipelines.serving.service; "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'prefect', 'dvc', 'great_expectations', 'evidently'}))")
-    out = run([sys.executable, "-c", probe], served_repo,
-              env={"BENTOML_HOME": str(served_repo / ".bentoml"), "PIPELINES_PARAMS": str(served_repo / "params.yaml"),
-                   "PYTHONPATH": str(served_repo)})
+    probe = (
+        "import sys, pipelines.serving.service; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'prefect', 'dvc', 'great_expectations', 'evidently'}))"
+    )
+    out = run(
+        [sys.executable, "-c", probe],
+        served_repo,
+        env={
+            "BENTOML_HOME": str(served_repo / ".bentoml"),
+            "PIPELINES_PARAMS": str(served_repo / "params.yaml"),
+            "PYTHONPATH": str(served_repo),
+        },
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

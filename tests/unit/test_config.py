@@ -36,7 +36,10 @@ def test_settings_are_frozen() -> None:
         ({"train": {"lightgbm": {"learning_rate": "fast"}}}, "train.lightgbm.learning_rate"),
         ({"train": {"model": "xgboost"}}, "train.model"),
         ({"ingest": {"start": "2026-02-01", "end": "2026-01-01"}}, "ingest.end"),
-        ({"contract": {"amount": "price"}}, "contract.amount 'price' must be one of contract.numeric"),
+        (
+            {"contract": {"amount": "price"}},
+            "contract.amount 'price' must be one of contract.numeric",
+        ),
         ({"contract": {"novelty": ["city"]}}, "contract.novelty"),
         ({"evaluate": {"slice_by": ["city"]}}, "evaluate.slice_by"),
         ({"features": {"windows_hours": [0]}}, "windows_hours"),
@@ -51,11 +54,23 @@ def test_invalid_params_name_the_problem(params: dict, named: str) -> None:
 
 def test_a_team_can_describe_its_own_table(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({
-        "contract": {"id": "order_id", "timestamp": "created_at", "entity": None, "target": "churned",
-                     "numeric": ["basket"], "categorical": ["region"], "amount": "basket", "novelty": []},
-        "evaluate": {"slice_by": ["region"]},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "contract": {
+                    "id": "order_id",
+                    "timestamp": "created_at",
+                    "entity": None,
+                    "target": "churned",
+                    "numeric": ["basket"],
+                    "categorical": ["region"],
+                    "amount": "basket",
+                    "novelty": [],
+                },
+                "evaluate": {"slice_by": ["region"]},
+            }
+        )
+    )
     s = load_settings(path)
     assert s.contract.columns == ("order_id", "created_at", "basket", "region")
 
@@ -73,13 +88,22 @@ def test_unreadable_and_malformed_files_are_named(tmp_path: Path) -> None:
 
 
 def test_cli_prints_the_schema_and_rejects_bad_params(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "pipelines", "config", "--schema"],
-                         capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines", "config", "--schema"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     schema = json.loads(out.stdout)
     assert {"contract", "train", "validate"} <= set(schema["properties"])
     bad = tmp_path / "params.yaml"
     bad.write_text("train:\n  sed: 1\n")
-    res = subprocess.run([sys.executable, "-m", "pipelines", "--params", str(bad), "config"],
-                         capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipelines", "--params", str(bad), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 2
     assert "train.sed: unknown key" in res.stderr

@@ -33,15 +33,19 @@ def events(n: int, seed: int, cards: int = 8, prefix: str = "t", hours: int = 24
     rng = np.random.default_rng(seed)
     # Whole seconds give same-millisecond ties, which must not see each other.
     offsets = np.sort(rng.integers(0, hours * 3600, n)) * 1000 + rng.choice([0, 123], n)
-    return pd.DataFrame({
-        "transaction_id": pd.Series([f"{prefix}{seed}-{i:06d}" for i in range(n)], dtype="str"),
-        "ts": (T0 + pd.to_timedelta(offsets, unit="ms")).astype("datetime64[us]"),
-        "card_id": pd.Series(rng.choice([f"c{i:04d}" for i in range(cards)], n), dtype="str"),
-        "amount": rng.gamma(2.0, 30.0, n) + rng.random(n) * 1e-7,  # full float64 precision
-        "merchant_category": pd.Series(rng.choice(["grocery", "fuel", "travel"], n), dtype="str"),
-        "merchant_country": pd.Series(rng.choice(["US", "GB", "FR", "DE"], n), dtype="str"),
-        "channel": pd.Series(rng.choice(["pos", "online"], n), dtype="str"),
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series([f"{prefix}{seed}-{i:06d}" for i in range(n)], dtype="str"),
+            "ts": (T0 + pd.to_timedelta(offsets, unit="ms")).astype("datetime64[us]"),
+            "card_id": pd.Series(rng.choice([f"c{i:04d}" for i in range(cards)], n), dtype="str"),
+            "amount": rng.gamma(2.0, 30.0, n) + rng.random(n) * 1e-7,  # full float64 precision
+            "merchant_category": pd.Series(
+                rng.choice(["grocery", "fuel", "travel"], n), dtype="str"
+            ),
+            "merchant_country": pd.Series(rng.choice(["US", "GB", "FR", "DE"], n), dtype="str"),
+            "channel": pd.Series(rng.choice(["pos", "online"], n), dtype="str"),
+        }
+    )
 
 
 def by_id(df: pd.DataFrame) -> pd.DataFrame:
@@ -91,9 +95,11 @@ def test_online_features_equal_offline_features(store: SQLiteStore, seed: int) -
     cut = 400
     store.seed(df.iloc[:cut])
     for start in range(cut, len(df), 32):
-        batch = df.iloc[start:start + 32]
+        batch = df.iloc[start : start + 32]
         online = features_for(batch, store.history(batch["card_id"].unique()), SPEC)
-        pd.testing.assert_frame_equal(online, offline.loc[batch.index], check_exact=False, rtol=1e-9, atol=1e-9)
+        pd.testing.assert_frame_equal(
+            online, offline.loc[batch.index], check_exact=False, rtol=1e-9, atol=1e-9
+        )
         store.append(batch)
     assert store.count() == len(df)
 
@@ -103,7 +109,7 @@ def serve_loop(store: SQLiteStore, df: pd.DataFrame, start: int, size: int = 32)
     `df[start:]` in batches; returns the online features, indexed like `df`."""
     out = []
     for lo in range(start, len(df), size):
-        batch = df.iloc[lo:lo + size]
+        batch = df.iloc[lo : lo + size]
         columns = event_columns(batch, SPEC)
         columns["transaction_id"] = batch["transaction_id"].to_numpy(dtype=object)
         first = batch.groupby("card_id")["ts"].min()
@@ -123,7 +129,9 @@ def test_summarised_history_gives_the_offline_features(store: SQLiteStore, seed:
     store.seed(df.iloc[:cut])
     assert folded_events(store) > cut // 2  # the bound is in use
     online = serve_loop(store, df, cut)
-    pd.testing.assert_frame_equal(online, offline.iloc[cut:], check_exact=False, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        online, offline.iloc[cut:], check_exact=False, rtol=1e-9, atol=1e-9
+    )
 
 
 def test_late_events_fall_back_to_the_full_history_and_join_the_summary(store: SQLiteStore) -> None:
@@ -140,11 +148,20 @@ def test_late_events_fall_back_to_the_full_history_and_join_the_summary(store: S
     assert folded_events(store) == before + len(late)
     # The late events' own features, computed when they arrived, saw only earlier events.
     offline_late = build_features(arrived, SPEC).iloc[1200:]
-    pd.testing.assert_frame_equal(online_late, offline_late.set_axis(online_late.index), check_exact=False,
-                                  rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        online_late,
+        offline_late.set_axis(online_late.index),
+        check_exact=False,
+        rtol=1e-9,
+        atol=1e-9,
+    )
     online = serve_loop(store, rest, 1200, size=25)
-    offline = build_features(pd.concat([arrived, rest.iloc[1200:]], ignore_index=True), SPEC).iloc[len(arrived):]
-    pd.testing.assert_frame_equal(online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9)
+    offline = build_features(pd.concat([arrived, rest.iloc[1200:]], ignore_index=True), SPEC).iloc[
+        len(arrived) :
+    ]
+    pd.testing.assert_frame_equal(
+        online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9
+    )
 
 
 def test_a_seed_with_repeated_ids_summarises_each_event_once(store: SQLiteStore) -> None:
@@ -153,7 +170,9 @@ def test_a_seed_with_repeated_ids_summarises_each_event_once(store: SQLiteStore)
     new = events(100, 11, cards=3, hours=24).assign(ts=lambda d: d["ts"] + pd.Timedelta(days=40))
     online = serve_loop(store, new, 0)
     offline = build_features(pd.concat([df.iloc[:1000], new], ignore_index=True), SPEC).iloc[1000:]
-    pd.testing.assert_frame_equal(online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9
+    )
 
 
 def test_compact_recomputes_the_summaries(store: SQLiteStore) -> None:
@@ -162,10 +181,14 @@ def test_compact_recomputes_the_summaries(store: SQLiteStore) -> None:
     assert folded_events(store) == 0
     store.compact()
     assert folded_events(store) > 500
-    df2 = events(300, 9, cards=5, hours=24 * 50).assign(ts=lambda d: d["ts"] + pd.Timedelta(days=50))
+    df2 = events(300, 9, cards=5, hours=24 * 50).assign(
+        ts=lambda d: d["ts"] + pd.Timedelta(days=50)
+    )
     online = serve_loop(store, df2, 0)
-    offline = build_features(pd.concat([df, df2], ignore_index=True), SPEC).iloc[len(df):]
-    pd.testing.assert_frame_equal(online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9)
+    offline = build_features(pd.concat([df, df2], ignore_index=True), SPEC).iloc[len(df) :]
+    pd.testing.assert_frame_equal(
+        online, offline.set_axis(online.index), check_exact=False, rtol=1e-9, atol=1e-9
+    )
 
 
 def folded_events(store: SQLiteStore) -> int:
@@ -217,7 +240,12 @@ def test_seed_replaces_the_content_atomically(tmp_path: Path, store: SQLiteStore
                 ids = store.history(cards)["transaction_id"]
                 prefixes = set(ids.str.slice(0, 3))
                 # All of one content or all of the other: never a mix, never a partial one.
-                assert prefixes == {"old"} and len(ids) == len(old) or prefixes == {"new"} and len(ids) == len(new)
+                assert (
+                    prefixes == {"old"}
+                    and len(ids) == len(old)
+                    or prefixes == {"new"}
+                    and len(ids) == len(new)
+                )
                 seen.update(prefixes)
         except BaseException as err:
             errors.append(err)
@@ -235,7 +263,9 @@ def test_seed_replaces_the_content_atomically(tmp_path: Path, store: SQLiteStore
     assert seen == {"old", "new"}
 
     assert other_worker.count() == len(new)
-    pd.testing.assert_frame_equal(by_id(other_worker.history(cards)), by_id(new[COLUMNS]), check_exact=True)
+    pd.testing.assert_frame_equal(
+        by_id(other_worker.history(cards)), by_id(new[COLUMNS]), check_exact=True
+    )
     other_worker.append(events(5, seed=10, prefix="late"))
     assert store.count() == len(new) + 5
     other_worker.close()
@@ -275,7 +305,9 @@ def _append_from_worker(store: SQLiteStore | str, worker: int, batches: int, go:
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "fork"])
-def test_processes_appending_concurrently_lose_nothing(store: SQLiteStore, start_method: str) -> None:
+def test_processes_appending_concurrently_lose_nothing(
+    store: SQLiteStore, start_method: str
+) -> None:
     store.append(events(10, seed=11))  # the parent holds a connection (inherited under fork)
     ctx = multiprocessing.get_context(start_method)
     target = store if start_method == "fork" else str(store.path)

@@ -15,19 +15,23 @@ SPEC = FeatureSpec(Contract(), (1, 24, 168))
 T0 = pd.Timestamp("2026-01-01")
 
 
-def events(n: int, seed: int, cards: int = 4, start: pd.Timestamp = T0, hours: int = 120) -> pd.DataFrame:
+def events(
+    n: int, seed: int, cards: int = 4, start: pd.Timestamp = T0, hours: int = 120
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     # Whole seconds plus a few same-millisecond ties, which must not see each other.
     offsets = rng.integers(0, hours * 3600, n) * 1000
-    return pd.DataFrame({
-        "transaction_id": [f"t{seed}-{i}" for i in range(n)],
-        "ts": start + pd.to_timedelta(offsets, unit="ms"),
-        "card_id": rng.choice([f"c{i}" for i in range(cards)], n),
-        "amount": rng.gamma(2.0, 30.0, n).round(2),
-        "merchant_category": rng.choice(["grocery", "fuel", "travel"], n),
-        "merchant_country": rng.choice(["US", "GB", "FR"], n),
-        "channel": rng.choice(["pos", "online"], n),
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{seed}-{i}" for i in range(n)],
+            "ts": start + pd.to_timedelta(offsets, unit="ms"),
+            "card_id": rng.choice([f"c{i}" for i in range(cards)], n),
+            "amount": rng.gamma(2.0, 30.0, n).round(2),
+            "merchant_category": rng.choice(["grocery", "fuel", "travel"], n),
+            "merchant_country": rng.choice(["US", "GB", "FR"], n),
+            "channel": rng.choice(["pos", "online"], n),
+        }
+    )
 
 
 def brute_force(df: pd.DataFrame, i: int) -> dict[str, float]:
@@ -54,14 +58,25 @@ def test_history_features_match_the_definition(seed: int) -> None:
     feats = build_features(df, SPEC)
     for i in range(0, len(df), 7):
         for name, expected in brute_force(df, i).items():
-            assert feats[name].iloc[i] == pytest.approx(expected, rel=1e-9, abs=1e-9, nan_ok=True), (name, i)
+            assert feats[name].iloc[i] == pytest.approx(
+                expected, rel=1e-9, abs=1e-9, nan_ok=True
+            ), (name, i)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(1, 120), extra=st.integers(1, 60), seed=st.integers(0, 10_000), cards=st.integers(1, 6))
-def test_appending_future_events_never_changes_existing_rows(n: int, extra: int, seed: int, cards: int) -> None:
+@given(
+    n=st.integers(1, 120),
+    extra=st.integers(1, 60),
+    seed=st.integers(0, 10_000),
+    cards=st.integers(1, 6),
+)
+def test_appending_future_events_never_changes_existing_rows(
+    n: int, extra: int, seed: int, cards: int
+) -> None:
     past = events(n, seed, cards, hours=48)
-    future = events(extra, seed + 1, cards, start=past["ts"].max() + pd.Timedelta(milliseconds=1), hours=48)
+    future = events(
+        extra, seed + 1, cards, start=past["ts"].max() + pd.Timedelta(milliseconds=1), hours=48
+    )
     before = build_features(past, SPEC)
     after = build_features(pd.concat([past, future], ignore_index=True), SPEC).iloc[:n]
     pd.testing.assert_frame_equal(before, after, check_exact=False, rtol=1e-12)
@@ -97,16 +112,20 @@ def test_online_batches_give_the_offline_features() -> None:
     offline = build_features(df, SPEC)
     history = df.iloc[:500]
     for lo in range(500, 600, 25):  # batches arrive in time order, each appended afterwards
-        batch = df.iloc[lo:lo + 25]
+        batch = df.iloc[lo : lo + 25]
         online = features_for(batch, df.iloc[:lo][SPEC.history_columns], SPEC)
-        pd.testing.assert_frame_equal(online, offline.iloc[lo:lo + 25], check_exact=False, rtol=1e-12)
+        pd.testing.assert_frame_equal(
+            online, offline.iloc[lo : lo + 25], check_exact=False, rtol=1e-12
+        )
     assert len(history) == 500
 
 
 def test_row_order_does_not_matter() -> None:
     df = events(300, 9)
     shuffled = df.sample(frac=1.0, random_state=3)
-    pd.testing.assert_frame_equal(build_features(df, SPEC), build_features(shuffled, SPEC).loc[df.index])
+    pd.testing.assert_frame_equal(
+        build_features(df, SPEC), build_features(shuffled, SPEC).loc[df.index]
+    )
 
 
 def test_without_an_entity_history_features_are_off() -> None:

@@ -21,7 +21,13 @@ TOOLS = ("dvc", "bentoml", "prefect", "uv", "actionlint")
 
 def isolated(home: Path, **extra: str) -> dict[str, str]:
     """A fresh machine's environment: empty HOME, system PATH, telemetry off."""
-    return {"HOME": str(home), "PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **runtime.TELEMETRY_OFF, **extra}
+    return {
+        "HOME": str(home),
+        "PATH": SYSTEM_PATH,
+        "LANG": "C.UTF-8",
+        **runtime.TELEMETRY_OFF,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("name", TOOLS)
@@ -32,7 +38,9 @@ def test_each_tool_is_installed_by_the_lock_file(name: str) -> None:
 
 
 def test_a_missing_tool_is_named_with_the_fix() -> None:
-    with pytest.raises(FileNotFoundError, match=r"no-such-tool is not installed in .*: run `make install`"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no-such-tool is not installed in .*: run `make install`"
+    ):
         runtime.tool("no-such-tool")
 
 
@@ -44,10 +52,18 @@ def test_the_makefile_bootstraps_the_uv_the_lock_file_pins() -> None:
 
 
 def test_bootstrap_puts_the_project_tools_first_whatever_the_callers_path(tmp_path: Path) -> None:
-    code = ("from pipelines.runtime import bootstrap; import shutil; bootstrap(); "
-            "print(*(shutil.which(t) for t in ('dvc', 'bentoml', 'prefect', 'python')), sep='\\n')")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=isolated(tmp_path),
-                         capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "from pipelines.runtime import bootstrap; import shutil; bootstrap(); "
+        "print(*(shutil.which(t) for t in ('dvc', 'bentoml', 'prefect', 'python')), sep='\\n')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=isolated(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == [str(runtime.bin_dir() / t) for t in ("dvc", "bentoml", "prefect", "python")]
 
 
@@ -58,9 +74,14 @@ def test_a_bento_builds_on_a_machine_with_nothing_but_the_project_install(tmp_pa
     # PATH: whatever this machine has installed by hand cannot help.
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    code = "from pipelines.stages.package import build_bento; print(build_bento())"
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env=isolated(tmp_path, PATH=str(empty), BENTOML_HOME=str(tmp_path / "bentoml")))
+    code = f"from pathlib import Path; from pipelines.io.registry import build_bento; print(build_bento(Path({str(ROOT)!r})))"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=isolated(tmp_path, PATH=str(empty), BENTOML_HOME=str(tmp_path / "bentoml")),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().startswith("fraud_service:")
     assert list((tmp_path / "bentoml" / "bentos" / "fraud_service").iterdir())

@@ -12,7 +12,10 @@ def champion(tag: str, since: str) -> dict:
 
 
 def test_the_newer_champion_record_wins_whichever_side_it_is_on() -> None:
-    old, new = champion("m:1", "2026-03-01T10:00:00.000+00:00"), champion("m:2", "2026-03-02T09:00:00.000+00:00")
+    old, new = (
+        champion("m:1", "2026-03-01T10:00:00.000+00:00"),
+        champion("m:2", "2026-03-02T09:00:00.000+00:00"),
+    )
     assert remote.newer_champion(old, new) == new
     assert remote.newer_champion(new, old) == new
     assert remote.newer_champion(None, old) == old and remote.newer_champion(old, None) == old
@@ -32,7 +35,10 @@ def test_merged_history_keeps_every_line_once_in_time_order() -> None:
 
 
 def test_archive_keys_round_trip_to_tags() -> None:
-    for tag, suffix in (("fraud-model:abc123", remote.MODEL_SUFFIX), ("fraud_service:x9", remote.BENTO_SUFFIX)):
+    for tag, suffix in (
+        ("fraud-model:abc123", remote.MODEL_SUFFIX),
+        ("fraud_service:x9", remote.BENTO_SUFFIX),
+    ):
         key = remote.archive_key(tag, suffix)
         assert key.endswith(suffix)
         assert remote.tag_of(f"bucket/prefix/models/{key}", suffix) == tag

@@ -22,15 +22,15 @@ T0 = pd.Timestamp("2026-03-01 22:00")
 def records(n: int, first: int = 0, start: pd.Timestamp = T0, minutes: int = 1) -> pd.DataFrame:
     """Scored records, `minutes` apart (so a long run crosses midnight)."""
     ids = np.arange(first, first + n)
-    return pd.DataFrame({
-        "transaction_id": pd.Series([f"t{i:08d}" for i in ids], dtype="str"),
-        "ts": (start + pd.to_timedelta(ids * minutes, unit="min")).astype("datetime64[us]"),
-        "probability": ids / (ids.max(initial=0) + 1.0),
-        "decision": ids % 7 == 0,
-        "model_version": pd.Series(["m:1"] * n, dtype="str"),
-    })
-
-
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series([f"t{i:08d}" for i in ids], dtype="str"),
+            "ts": (start + pd.to_timedelta(ids * minutes, unit="min")).astype("datetime64[us]"),
+            "probability": ids / (ids.max(initial=0) + 1.0),
+            "decision": ids % 7 == 0,
+            "model_version": pd.Series(["m:1"] * n, dtype="str"),
+        }
+    )
 
 
 def parts(root: Path) -> list[Path]:
@@ -68,14 +68,19 @@ def test_close_flushes_everything_exactly(tmp_path: Path, spool: Path) -> None:
     plog = PredictionLog(url, flush_rows=1_000_000, flush_seconds=3600, spool_dir=spool)
     expected = records(300)
     for start in range(0, 300, 30):
-        plog.append(expected.iloc[start:start + 30])
+        plog.append(expected.iloc[start : start + 30])
     caller_frame = expected.iloc[:30]
     caller_frame.loc[:, "probability"] = -1.0  # the caller reusing its frame does not edit the log
     assert read_log(url).empty
     plog.close()
     pd.testing.assert_frame_equal(by_id(read_log(url)), expected, check_exact=True)
     stats = plog.stats()
-    assert (stats.rows_appended, stats.rows_flushed, stats.rows_buffered, stats.rows_spooled) == (300, 300, 0, 0)
+    assert (stats.rows_appended, stats.rows_flushed, stats.rows_buffered, stats.rows_spooled) == (
+        300,
+        300,
+        0,
+        0,
+    )
     with pytest.raises(RuntimeError, match="closed"):
         plog.append(expected)
 
@@ -169,7 +174,9 @@ def test_an_unreachable_sink_spools_then_redelivers(
     blocker.unlink()  # the sink comes back
     plog.append(records(40, first=200))
     plog.close()
-    expected = pd.concat([records(40), records(40, first=100), records(40, first=200)], ignore_index=True)
+    expected = pd.concat(
+        [records(40), records(40, first=100), records(40, first=200)], ignore_index=True
+    )
     pd.testing.assert_frame_equal(by_id(read_log(url)), expected, check_exact=True)
     delivered = {p.relative_to(Path(url)).as_posix() for p in parts(Path(url))}
     assert spooled < delivered and not parts(spool)  # same names at the sink, spool emptied
@@ -177,7 +184,9 @@ def test_an_unreachable_sink_spools_then_redelivers(
     assert (stats.rows_flushed, stats.rows_spooled) == (120, 0) and stats.lag_seconds < 1
 
 
-def test_a_spool_left_by_a_dead_process_is_delivered_by_the_next(tmp_path: Path, spool: Path) -> None:
+def test_a_spool_left_by_a_dead_process_is_delivered_by_the_next(
+    tmp_path: Path, spool: Path
+) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
     url = str(blocker / "log")
@@ -206,11 +215,16 @@ def test_column_batches_and_frames_mixed_are_logged_in_full(tmp_path: Path, spoo
     plog = PredictionLog(url, flush_rows=1_000_000, flush_seconds=3600, spool_dir=spool)
     expected = records(90)
     for start in range(0, 90, 15):
-        part = expected.iloc[start:start + 15]
+        part = expected.iloc[start : start + 15]
         # The service's path: plain arrays per batch; other callers hand frames.
         plog.append({c: part[c].to_numpy() for c in part.columns} if start % 30 else part)
     with pytest.raises(ValueError, match="has nulls"):
-        plog.append({"ts": np.array(["NaT"], dtype="datetime64[us]"), "transaction_id": np.array(["x"], dtype=object)})
+        plog.append(
+            {
+                "ts": np.array(["NaT"], dtype="datetime64[us]"),
+                "transaction_id": np.array(["x"], dtype=object),
+            }
+        )
     plog.close()
     pd.testing.assert_frame_equal(by_id(read_log(url)), expected, check_exact=True)
     assert plog.stats().rows_appended == 90

@@ -10,34 +10,41 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import simulate
 from pipelines.config import Settings, Simulate, load_settings
 from pipelines.io import storage
+from pipelines.sources import simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 START = dt.date(2026, 1, 1)
 SHIFT = dt.date(2026, 1, 21)
 CFG = Simulate(seed=5, cards=600, start=START, days=28, tx_per_day=1500, scenario_start=SHIFT)
 TX_DTYPES = {
-    "transaction_id": "str", "ts": "datetime64[us]", "card_id": "str", "amount": "float64",
-    "merchant_category": "str", "merchant_country": "str", "channel": "str",
+    "transaction_id": "str",
+    "ts": "datetime64[us]",
+    "card_id": "str",
+    "amount": "float64",
+    "merchant_category": "str",
+    "merchant_country": "str",
+    "channel": "str",
 }
 
 
 @cache
 def frames(scenario: str = "none", seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return simulate.generate(CFG.model_copy(update={"scenario": scenario, "seed": seed}))
+    return simulator.generate(CFG.model_copy(update={"scenario": scenario, "seed": seed}))
 
 
 def written(scenario: str, root: str) -> dict[dt.date, pd.DataFrame]:
     """Transactions partitions of a scenario, as the source exposes them."""
     tx, labels = frames(scenario)
-    simulate.write_source(root, tx, labels, simulate.period(CFG))
+    simulator.write_source(root, tx, labels, simulator.period(CFG))
     base = storage.join(root, "transactions")
     return {day: storage.read_parquet(url) for day, url in storage.list_partitions(base).items()}
 
 
-def before_after(parts: dict[dt.date, pd.DataFrame]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+def before_after(
+    parts: dict[dt.date, pd.DataFrame],
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     return [p for d, p in parts.items() if d < SHIFT], [p for d, p in parts.items() if d >= SHIFT]
 
 
@@ -50,8 +57,8 @@ def split(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_same_seed_gives_identical_frames() -> None:
-    a_tx, a_labels = simulate.generate(CFG)
-    b_tx, b_labels = simulate.generate(CFG)
+    a_tx, a_labels = simulator.generate(CFG)
+    b_tx, b_labels = simulator.generate(CFG)
     pd.testing.assert_frame_equal(a_tx, b_tx)
     pd.testing.assert_frame_equal(a_labels, b_labels)
 
@@ -67,7 +74,9 @@ def test_transactions_schema_and_values() -> None:
     tx, labels = frames()
     assert {c: str(t) for c, t in tx.dtypes.items()} == TX_DTYPES
     assert {c: str(t) for c, t in labels.dtypes.items()} == {
-        "transaction_id": "str", "is_fraud": "int8", "label_ts": "datetime64[us]",
+        "transaction_id": "str",
+        "is_fraud": "int8",
+        "label_ts": "datetime64[us]",
     }
     assert tx["transaction_id"].is_unique
     assert tx["transaction_id"].str.fullmatch(r"t\d+").all()
@@ -85,9 +94,9 @@ def test_transactions_schema_and_values() -> None:
 
 def test_categorical_values_are_the_ones_params_yaml_declares() -> None:
     known = load_settings(ROOT / "params.yaml").validate_.categories
-    assert set(simulate.CHANNELS) == set(known["channel"])
-    assert set(simulate.CATEGORIES) == set(known["merchant_category"])
-    assert set(simulate.COUNTRIES) == set(known["merchant_country"])
+    assert set(simulator.CHANNELS) == set(known["channel"])
+    assert set(simulator.CATEGORIES) == set(known["merchant_category"])
+    assert set(simulator.COUNTRIES) == set(known["merchant_country"])
     tx, _ = frames()
     for col, values in known.items():
         assert set(tx[col].unique()) <= set(values), col
@@ -133,11 +142,11 @@ def test_fraud_looks_unusual_for_its_card() -> None:
 def test_partitions_are_written_per_day_and_rewriting_replaces(tmp_path: Path) -> None:
     tx, labels = frames()
     url = str(tmp_path / "source")
-    simulate.write_source(url, tx, labels, simulate.period(CFG))
-    simulate.write_source(url, tx, labels, simulate.period(CFG))
+    simulator.write_source(url, tx, labels, simulator.period(CFG))
+    simulator.write_source(url, tx, labels, simulator.period(CFG))
 
     tx_parts = storage.list_partitions(storage.join(url, "transactions"))
-    assert list(tx_parts) == simulate.period(CFG)
+    assert list(tx_parts) == simulator.period(CFG)
     back = pd.concat([storage.read_parquet(u) for u in tx_parts.values()], ignore_index=True)
     pd.testing.assert_frame_equal(back, tx)
     for day, u in tx_parts.items():
@@ -152,14 +161,16 @@ def test_partitions_are_written_per_day_and_rewriting_replaces(tmp_path: Path) -
     assert max(label_parts) > CFG.start + dt.timedelta(days=CFG.days)
 
 
-def test_cli_overrides_params_and_rejects_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_overrides_params_and_rejects_bad_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "cli")
     argv = ["--days", "3", "--tx-per-day", "200", "--cards", "50", "--seed", "1", "--out", out]
-    assert simulate.main(argv, Settings()) == 0
+    assert simulator.main(argv, Settings()) == 0
     assert len(storage.list_partitions(storage.join(out, "transactions"))) == 3
     assert "transactions 3/3" in capsys.readouterr().err
     with pytest.raises(SystemExit) as err:
-        simulate.main(["--days", "0", "--out", out], Settings())
+        simulator.main(["--days", "0", "--out", out], Settings())
     assert err.value.code == 2
     assert "days" in capsys.readouterr().err
 
@@ -168,17 +179,24 @@ def test_cli_overrides_params_and_rejects_bad_values(tmp_path: Path, capsys: pyt
 
 
 def test_default_scenario_start_is_the_last_quarter() -> None:
-    assert simulate.scenario_start(Simulate(start=START, days=120)) == START + dt.timedelta(days=90)
-    assert simulate.scenario_start(CFG) == SHIFT
+    assert simulator.scenario_start(Simulate(start=START, days=120)) == START + dt.timedelta(
+        days=90
+    )
+    assert simulator.scenario_start(CFG) == SHIFT
 
 
 def test_scenario_start_outside_the_period_is_an_error() -> None:
-    late = CFG.model_copy(update={"scenario": "covariate_shift", "scenario_start": dt.date(2027, 1, 1)})
+    late = CFG.model_copy(
+        update={"scenario": "covariate_shift", "scenario_start": dt.date(2027, 1, 1)}
+    )
     with pytest.raises(ValueError, match="scenario_start"):
-        simulate.generate(late)
+        simulator.generate(late)
 
 
-@pytest.mark.parametrize("scenario", ["covariate_shift", "new_category", "concept_shift", "corrupt_nulls", "corrupt_range"])
+@pytest.mark.parametrize(
+    "scenario",
+    ["covariate_shift", "new_category", "concept_shift", "corrupt_nulls", "corrupt_range"],
+)
 def test_scenarios_leave_the_days_before_their_start_untouched(scenario: str) -> None:
     clean_before, clean_after = split(frames()[0])
     before, after = split(frames(scenario)[0])
@@ -198,8 +216,8 @@ def test_covariate_shift_inflates_amounts_and_moves_online() -> None:
 def test_new_category_appears_only_after_start_and_attracts_fraud() -> None:
     tx, labels = frames("new_category")
     before, after = split(tx)
-    assert simulate.NEW_CATEGORY not in set(before["merchant_category"])
-    new = after["merchant_category"] == simulate.NEW_CATEGORY
+    assert simulator.NEW_CATEGORY not in set(before["merchant_category"])
+    new = after["merchant_category"] == simulator.NEW_CATEGORY
     assert new.mean() > 0.05
     fraud = after.merge(labels, on="transaction_id")["is_fraud"].to_numpy() == 1
     assert new.to_numpy()[fraud].mean() > 2 * new.mean()
@@ -233,11 +251,27 @@ def test_value_corruptions_show_only_from_start(kind: str, tmp_path: Path) -> No
     assert all({c: str(t) for c, t in p.dtypes.items()} == TX_DTYPES for p in before + after)
 
 
-@pytest.mark.parametrize("kind, check", [
-    ("corrupt_types", lambda p: str(p["amount"].dtype) == "str" and p["amount"].str.fullmatch(r"-?\d+\.\d\d").all()),
-    ("corrupt_renamed", lambda p: "amount" not in p.columns and "amt" in p.columns and p["amt"].dtype == "float64"),
-    ("corrupt_missing", lambda p: "channel" not in p.columns and len(p.columns) == len(TX_DTYPES) - 1),
-])
+@pytest.mark.parametrize(
+    "kind, check",
+    [
+        (
+            "corrupt_types",
+            lambda p: (
+                str(p["amount"].dtype) == "str" and p["amount"].str.fullmatch(r"-?\d+\.\d\d").all()
+            ),
+        ),
+        (
+            "corrupt_renamed",
+            lambda p: (
+                "amount" not in p.columns and "amt" in p.columns and p["amt"].dtype == "float64"
+            ),
+        ),
+        (
+            "corrupt_missing",
+            lambda p: "channel" not in p.columns and len(p.columns) == len(TX_DTYPES) - 1,
+        ),
+    ],
+)
 def test_schema_corruptions_show_only_from_start(kind: str, check, tmp_path: Path) -> None:
     before, after = before_after(written(kind, str(tmp_path)))
     assert all({c: str(t) for c, t in p.dtypes.items()} == TX_DTYPES for p in before)
@@ -246,7 +280,7 @@ def test_schema_corruptions_show_only_from_start(kind: str, check, tmp_path: Pat
 
 def test_corrupt_empty_writes_one_empty_day_with_the_schema(tmp_path: Path) -> None:
     parts = written("corrupt_empty", str(tmp_path))
-    assert list(parts) == simulate.period(CFG)
+    assert list(parts) == simulator.period(CFG)
     empty = [d for d, p in parts.items() if len(p) == 0]
     assert empty == [SHIFT]
     assert {c: str(t) for c, t in parts[SHIFT].dtypes.items()} == TX_DTYPES
@@ -255,17 +289,17 @@ def test_corrupt_empty_writes_one_empty_day_with_the_schema(tmp_path: Path) -> N
 
 
 def test_if_missing_simulates_a_missing_local_source_once_and_never_into_a_remote_one(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = load_settings(ROOT / "params.yaml")
     small = ["--days", "2", "--tx-per-day", "50", "--cards", "20", "--if-missing"]
     local = str(tmp_path / "source")
-    assert simulate.main([*small, "--out", local], settings) == 0
+    assert simulator.main([*small, "--out", local], settings) == 0
     first = storage.list_partitions(storage.join(local, "transactions"))
     assert len(first) == 2
-    assert simulate.main([*small, "--out", local, "--seed", "99"], settings) == 0  # left as it is
+    assert simulator.main([*small, "--out", local, "--seed", "99"], settings) == 0  # left as it is
     assert "already has transactions" in capsys.readouterr().err
     assert storage.list_partitions(storage.join(local, "transactions")) == first
     with pytest.raises(FileNotFoundError, match="memory://bucket/source"):
-        simulate.main([*small, "--out", "memory://bucket/source"], settings)
+        simulator.main([*small, "--out", "memory://bucket/source"], settings)
     assert not storage.exists("memory://bucket/source")
-

@@ -14,7 +14,9 @@ WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 
 def test_workflows_pass_actionlint() -> None:
     actionlint = Path(sys.executable).parent / "actionlint"
-    res = subprocess.run([str(actionlint), "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(actionlint), "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(WORKFLOWS) >= 2
 
@@ -31,7 +33,12 @@ def test_retrain_deploy_steps_are_make_targets_that_exist() -> None:
     wf = yaml.safe_load((ROOT / ".github/workflows/retrain-deploy.yml").read_text())
     makefile = (ROOT / "Makefile").read_text()
     runs = [s["run"] for job in wf["jobs"].values() for s in job["steps"] if "run" in s]
-    targets = {line.split()[1] for run in runs for line in run.splitlines() if line.strip().startswith("make ")}
+    targets = {
+        line.split()[1]
+        for run in runs
+        for line in run.splitlines()
+        if line.strip().startswith("make ")
+    }
     assert targets >= {"install", "pull", "train", "gate", "bento", "push", "rollout"}
     for target in targets:
         assert f"\n{target}:" in makefile, target

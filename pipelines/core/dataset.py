@@ -1,0 +1,85 @@
+"""How the raw dataset is assembled from a source: pure rules, no I/O.
+
+Transactions are joined with the labels that have arrived (a transaction whose label has not
+arrived keeps a missing target: it still counts as history for its entity); partitions that
+disagree on a column's type are kept as text so that the data gate, not a Parquet writer, names
+the column; and a content hash identifies the snapshot in lineage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Collection
+
+import pandas as pd
+
+from pipelines.config import Contract, Ingest
+
+
+def resolve_window(ingest: Ingest, days: Collection[dt.date]) -> tuple[dt.date, dt.date]:
+    """The ingest window [start, end) for a source holding data on `days`.
+
+    A null `end` is the day after the newest day (the window rolls with the data); a null `start`
+    is `window_days` before the end, but not before the oldest day (empty days would fail the
+    gate's volume check). Raises ValueError when a bound is null and the source has no data.
+    """
+    if (ingest.start is None or ingest.end is None) and not days:
+        raise ValueError(
+            "the source has no data to place a rolling window (ingest.start/end null) on"
+        )
+    end = ingest.end or max(days) + dt.timedelta(days=1)
+    start = ingest.start or max(end - dt.timedelta(days=ingest.window_days), min(days))
+    if end <= start:
+        raise ValueError(
+            f"ingest window {start}..{end} is empty (the newest data is before ingest.start?)"
+        )
+    return start, end
+
+
+def window_days(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every day in [start, end)."""
+    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
+
+
+def join_labels(tx: pd.DataFrame, labels: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """`tx` (rows × contract columns) with the target (and label time) of its id, left-joined.
+
+    The last label of an id wins (a corrected label arrives later). The target becomes `Int8`
+    (0/1, missing while unknown). Raises ValueError when `tx` lacks the id column.
+    """
+    c = contract
+    if c.id not in tx.columns:
+        raise ValueError(f"transactions lack the id column {c.id!r} named in contract.id")
+    columns = [c.id, c.target, *([c.label_timestamp] if c.label_timestamp else [])]
+    if labels.empty:
+        labels = pd.DataFrame(
+            {
+                c.id: pd.Series(dtype="string"),
+                c.target: pd.Series(dtype="Int8"),
+                c.label_timestamp or "": pd.Series(dtype="datetime64[ms]"),
+            }
+        )
+    labels = labels[columns].drop_duplicates(c.id, keep="last")
+    out = tx.merge(labels, on=c.id, how="left", validate="many_to_one")
+    out[c.target] = out[c.target].astype("Int8")
+    return out
+
+
+def uniform_types(df: pd.DataFrame) -> pd.DataFrame:
+    """Partitions that disagree on a column's type concatenate to a mixed object column, which
+    Parquet cannot store: keep such a column as text, so validate reports its type as wrong."""
+    mixed = [
+        c for c in df.columns if df[c].dtype == object and df[c].dropna().map(type).nunique() > 1
+    ]
+    return df.astype({c: "string" for c in mixed}) if mixed else df
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """SHA-256 (hex) of the rows, the column names and their dtypes: same data, same hash."""
+    try:
+        rows = pd.util.hash_pandas_object(df, index=False)
+    except TypeError:  # unhashable values in a corrupt column: hash their text
+        rows = pd.util.hash_pandas_object(df.astype(str), index=False)
+    head = "\x1f".join(f"{c}:{t}" for c, t in df.dtypes.astype(str).items()).encode()
+    return hashlib.sha256(head + rows.to_numpy().tobytes()).hexdigest()

@@ -1,0 +1,103 @@
+"""Where every artifact lives: one definition of each file name, for its writers and its readers.
+
+`Layout(settings)` turns the configured directories into the URLs of the files in them. Nothing
+else in the project spells these names; `dvc.yaml` spells the ones DVC tracks, and a unit test
+checks that the two agree. Pure string work: no I/O.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from pipelines.config import Settings
+
+
+def join(base: str, *parts: str) -> str:
+    """`base/part/...` for a local path or a URL (`s3://b/p`), without doubled slashes."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The URL of every artifact the pipeline writes, from the settings' locations."""
+
+    settings: Settings
+
+    # -- DVC stage outputs (dvc.yaml names the same files) --------------------------------
+    @property
+    def raw_table(self) -> str:
+        """ingest: the snapshot of the ingest window, labels joined (Parquet)."""
+        return join(self.settings.paths.raw, "transactions.parquet")
+
+    @property
+    def manifest(self) -> str:
+        """ingest: where the snapshot came from, its size and content hash (JSON)."""
+        return join(self.settings.paths.raw, "manifest.json")
+
+    @property
+    def validation_summary(self) -> str:
+        """validate: the gate's verdict per expectation (JSON); featurize refuses a failed one."""
+        return join(self.settings.paths.validation, "summary.json")
+
+    @property
+    def validation_docs(self) -> str:
+        """validate: the Great Expectations Data Docs site (a directory)."""
+        return join(self.settings.paths.validation, "docs")
+
+    @property
+    def train_table(self) -> str:
+        """featurize: labelled feature rows before the split time (Parquet)."""
+        return join(self.settings.paths.features, "train.parquet")
+
+    @property
+    def test_table(self) -> str:
+        """featurize: labelled feature rows from the split time on (Parquet)."""
+        return join(self.settings.paths.features, "test.parquet")
+
+    def model(self, family: str) -> str:
+        """train: one fitted family."""
+        return join(self.settings.paths.models, f"{family}.pkl")
+
+    @property
+    def evaluation(self) -> str:
+        """evaluate: the promoted family's test metrics, the baseline's under `baseline` (DVC metrics)."""
+        return join(self.settings.paths.metrics, "evaluate.json")
+
+    @property
+    def slices(self) -> str:
+        """evaluate: metrics per value of each `evaluate.slice_by` column (JSON)."""
+        return join(self.settings.paths.metrics, "slices.json")
+
+    def plot(self, family: str, name: str) -> str:
+        """evaluate: one DVC plot of one family (`roc`, `pr`, `calibration`, `importance`; CSV)."""
+        return join(self.settings.paths.plots, family, f"{name}.csv")
+
+    @property
+    def package(self) -> str:
+        """package: the model version and bento it saved (JSON)."""
+        return self.settings.paths.package
+
+    # -- outside DVC -----------------------------------------------------------------------
+    @property
+    def release(self) -> str:
+        """`make bento`: the bento a deploy ships and the champion it carries (JSON)."""
+        folder = posixpath.dirname(self.settings.paths.package)
+        return join(folder, "release.json") if folder else "release.json"
+
+    @property
+    def drift_state(self) -> str:
+        """What the drift check remembers between runs (persistence, cooldown; JSON)."""
+        return join(self.settings.drift.reports, "state.json")
+
+    def drift_run(self, stamp: str) -> str:
+        """The directory of one drift check, named by its UTC time (`YYYYmmddTHHMMSSZ`)."""
+        return join(self.settings.drift.reports, stamp)
+
+    def drift_report(self, stamp: str) -> str:
+        """One drift check's Evidently report (self-contained HTML)."""
+        return join(self.drift_run(stamp), "report.html")
+
+    def drift_summary(self, stamp: str) -> str:
+        """One drift check's result and verdict (JSON)."""
+        return join(self.drift_run(stamp), "summary.json")

@@ -1,0 +1,163 @@
+"""The service's business logic without HTTP or storage: records → columns → features → scores →
+decisions → the response and the prediction log's row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import Settings, parse_settings
+from pipelines.core.dataset import join_labels
+from pipelines.core.features import FeatureSpec, build_features, features_for, history_arrays
+from pipelines.core.model import TabularModel, fit
+from pipelines.io.prediction_log import LogColumn
+from pipelines.serving import scorer
+from pipelines.serving.schema import record_model
+from pipelines.sources import simulator
+
+SETTINGS = Settings()
+SPEC = FeatureSpec.from_settings(SETTINGS)
+Transaction = record_model(SETTINGS.contract)
+
+
+@cache
+def model() -> TabularModel:
+    small = parse_settings(
+        {
+            "simulate": {"seed": 2, "cards": 150, "days": 8, "tx_per_day": 600},
+            "train": {"lightgbm": {"n_estimators": 30}},
+        }
+    )
+    tx, labels = simulator.generate(small.simulate)
+    raw = join_labels(tx, labels, small.contract)
+    return fit(
+        "lightgbm",
+        build_features(raw, SPEC),
+        raw["is_fraud"].to_numpy(dtype=int),
+        SPEC,
+        small.train.lightgbm,
+        1,
+    ).serving_copy()
+
+
+def records(*rows: dict) -> list:
+    base = {
+        "card_id": "c1",
+        "amount": 20.0,
+        "merchant_category": "grocery",
+        "merchant_country": "US",
+        "channel": "pos",
+    }
+    return [Transaction(**{**base, **row}) for row in rows]
+
+
+def test_record_columns_turn_validated_records_into_feature_arrays() -> None:
+    batch = scorer.record_columns(
+        records(
+            {"transaction_id": "a", "ts": "2026-03-01T10:00:00.123456Z", "amount": 1.5},
+            {"transaction_id": "b", "ts": "2026-03-01T12:00:00+02:00", "card_id": "c2"},
+        ),
+        SPEC,
+    )
+    # UTC milliseconds, truncated like numpy's datetime64[ms]; the +02:00 offset converted.
+    assert batch["ts"].tolist() == [
+        pd.Timestamp("2026-03-01 10:00:00.123").value // 10**6,
+        pd.Timestamp("2026-03-01 10:00:00").value // 10**6,
+    ]
+    assert batch["amount"].dtype == np.float64 and batch["amount"].tolist() == [1.5, 20.0]
+    assert batch["card_id"].tolist() == ["c1", "c2"] and batch["transaction_id"].dtype == object
+
+
+def test_earliest_names_each_entity_once_with_its_first_event() -> None:
+    batch = {"ts": np.array([30, 10, 20]), "card_id": np.array(["x", "y", "x"], dtype=object)}
+    assert scorer.earliest(batch, SPEC) == (["x", "y"], [20, 10])
+
+
+def test_decisions_follow_the_thresholds_inclusively() -> None:
+    p = np.array([0.0, 0.199, 0.2, 0.599, 0.6, 1.0])
+    assert scorer.decisions(p, 0.2, 0.6).tolist() == [
+        "approve",
+        "approve",
+        "review",
+        "review",
+        "decline",
+        "decline",
+    ]
+
+
+def test_scores_equal_the_offline_features_scored_by_the_model() -> None:
+    history = pd.DataFrame(
+        {
+            "transaction_id": ["h1", "h2"],
+            "ts": pd.to_datetime(["2026-03-01 09:00", "2026-03-01 09:30"]),
+            "card_id": ["c1", "c1"],
+            "amount": [15.0, 25.0],
+            "merchant_category": ["grocery", "fuel"],
+            "merchant_country": ["US", "US"],
+            "channel": ["pos", "pos"],
+        }
+    )
+    recs = records(
+        {"transaction_id": "a", "ts": "2026-03-01T10:00:00", "merchant_country": "GB"},
+        {
+            "transaction_id": "b",
+            "ts": "2026-03-01T10:05:00",
+            "card_id": "new",
+            "merchant_category": "crypto",
+        },
+    )
+    batch = scorer.record_columns(recs, SPEC)
+    scored = scorer.score_columns(
+        batch, history_arrays(history[SPEC.history_columns], SPEC), None, model(), SPEC, 0.2, 0.6
+    )
+
+    offline = features_for(pd.DataFrame([r.model_dump() for r in recs]), history, SPEC)
+    for name in SPEC.numeric:
+        np.testing.assert_allclose(
+            scored.features[name], offline[name].to_numpy(dtype=float), rtol=0, atol=1e-12
+        )
+    assert (
+        scored.features["hist_n_prior"].tolist() == [2.0, 0.0]
+        and scored.features["hist_new_merchant_country"][0] == 1.0
+    )
+    np.testing.assert_allclose(
+        scored.probability, model().predict_proba(offline), rtol=0, atol=1e-12
+    )
+    assert scored.unknown == [[], ["merchant_category"]]
+    assert scored.decision.tolist() == scorer.decisions(scored.probability, 0.2, 0.6).tolist()
+
+
+def test_the_answer_and_the_log_row_carry_the_same_outcome() -> None:
+    version = "fraud-model:v1"
+    recs = records(
+        {"transaction_id": "a", "ts": "2026-03-01T10:00:00"},
+        {"transaction_id": "b", "ts": "2026-03-01T10:01:00"},
+    )
+    batch = scorer.record_columns(recs, SPEC)
+    scored = scorer.score_columns(batch, None, None, model(), SPEC, 0.2, 0.6)
+    answers = scorer.answers(batch, scored, SPEC, version)
+    assert [a["transaction_id"] for a in answers] == ["a", "b"]
+    assert {a["model_version"] for a in answers} == {version}
+    now = np.datetime64(dt.datetime(2026, 3, 1, 10, 2), "us")
+    row = scorer.log_columns(batch, scored, SPEC, version, "batch-1", now)
+    assert set(row) == {
+        "transaction_id",
+        "ts",
+        "card_id",
+        *SPEC.names,
+        LogColumn.PROBABILITY,
+        LogColumn.DECISION,
+        LogColumn.MODEL_VERSION,
+        LogColumn.UNKNOWN,
+        LogColumn.BATCH_ID,
+        LogColumn.SCORED_AT,
+    }
+    assert all(len(v) == 2 for v in row.values())
+    assert row[LogColumn.PROBABILITY].tolist() == [a["probability"] for a in answers]
+    assert row[LogColumn.DECISION].tolist() == [a["decision"] for a in answers]
+    assert row[LogColumn.SCORED_AT].dtype == np.dtype("datetime64[us]") and row[
+        "ts"
+    ].dtype == np.dtype("datetime64[ms]")
