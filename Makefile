@@ -25,7 +25,18 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
-install: $(VENV)/.synced  ## Python deps from the lock file
+# Servers the tests and `make monitor` run, from the Debian archive: downloaded and unpacked into
+# .tools/debian (no root, no system service started, nothing outside the checkout).
+DEBIAN_PACKAGES := prometheus
+DEBIAN := $(CURDIR)/.tools/debian
+$(DEBIAN)/.unpacked: Makefile
+	rm -rf $(DEBIAN) && mkdir -p $(DEBIAN)/archives
+	cd $(DEBIAN)/archives && apt-get download $(DEBIAN_PACKAGES) 2>&1 | grep -v "^W: Download is performed unsandboxed" || true
+	@ls $(DEBIAN)/archives/*.deb >/dev/null
+	for deb in $(DEBIAN)/archives/*.deb; do dpkg-deb -x "$$deb" $(DEBIAN); done
+	@touch $@
+
+install: $(VENV)/.synced $(DEBIAN)/.unpacked  ## Python deps from the lock file, servers from Debian
 
 train: install  ## train with DVC (a missing local source is simulated first)
 	python -m pipelines simulate --if-missing

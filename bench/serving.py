@@ -242,7 +242,7 @@ def bare_app(port: int) -> None:
     from pipelines.serving.schema import record_model
 
     settings = load_settings()
-    Transaction = record_model(settings.contract)
+    Transaction = record_model(settings)
     from pydantic import BaseModel
 
     class Input(BaseModel):

@@ -154,6 +154,14 @@ class Ingest(_Frozen):
     label_cutoff: dt.date | None = Field(
         None, description="Use labels that arrived before this day; null: all arrived labels."
     )
+    csv_decimal: str = Field(
+        ".",
+        min_length=1,
+        max_length=1,
+        description=(
+            "A CSV source's decimal mark (',' in many European exports; the delimiter is detected)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Ingest:
@@ -271,6 +279,14 @@ class Serving(_Frozen):
         20_000, gt=0, description="batching=adaptive: beyond this many waiting records, 503."
     )
     max_records_per_request: int = Field(500, gt=0)
+    max_body_bytes: int = Field(
+        1 << 20,
+        gt=0,
+        description=(
+            "Larger request bodies are refused (413) before they are read: one huge request must not "
+            "hold memory and the event loop while small ones wait."
+        ),
+    )
     review_threshold: float = Field(0.2, gt=0, lt=1)
     decline_threshold: float = Field(0.6, gt=0, lt=1)
     feature_store: Location = Field(

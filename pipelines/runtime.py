@@ -67,6 +67,21 @@ def tools_first_on_path() -> None:
     os.environ["PATH"] = os.pathsep.join([first, *rest])
 
 
+def os_tool(name: str) -> str:
+    """The absolute path of `name` from the Debian packages the project unpacks (`make install`
+    puts them under .tools/debian, beside the virtualenv).
+
+    Raises FileNotFoundError naming the tool and the fix when it is not there.
+    """
+    path = Path(sys.prefix).parent / ".tools" / "debian" / "usr" / "bin" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{name} is not unpacked at {path}: run `make install` "
+            "(servers come from the Debian archive through the Makefile)"
+        )
+    return str(path)
+
+
 def tool(name: str) -> str:
     """The absolute path of executable `name` from the project's install.
 

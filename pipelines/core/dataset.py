@@ -75,6 +75,55 @@ def uniform_types(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype({c: "string" for c in mixed}) if mixed else df
 
 
+def naive_utc(values: pd.Series, name: str) -> pd.Series:
+    """A timestamp column as naive UTC datetimes (the project's form): tz-aware values are
+    converted (not reinterpreted), ISO 8601 text with `Z` or offsets is parsed, naive text is UTC.
+
+    Raises ValueError naming the column and an example when a present value is not a timestamp.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values
+    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna() & values.notna()
+    if bad.any():
+        raise ValueError(
+            f"column {name!r} holds {int(bad.sum()):,} values that are not timestamps, "
+            f"e.g. {values[bad].iloc[0]!r} (ISO 8601 expected, naive = UTC)"
+        )
+    return parsed.dt.tz_localize(None)
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """A category or id column as text, whatever scalar type stores it: pandas `category`,
+    object, string, integer codes (21 → "21"), or integral floats from a column with gaps
+    (21.0 → "21"); missing stays missing. The same values in any of these forms become equal."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    if pd.api.types.is_float_dtype(values.dtype):
+        integral = values.dropna()
+        if (integral == integral.round()).all():
+            values = values.astype("Int64")
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("string").str.lower()
+    return values.astype("string")
+
+
+def conform(table: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """`table` with the contract's columns in one form each, however the source stored them:
+    timestamps naive UTC (`naive_utc`), ids, entity and categories as text (`as_text`). Numeric
+    columns are left as they are: text in a numeric column is a fault the data gate names."""
+    out = table.copy()
+    for name in (contract.timestamp, contract.label_timestamp):
+        if name and name in out.columns:
+            out[name] = naive_utc(out[name], name)
+    for name in (contract.id, contract.entity, *contract.categorical):
+        if name and name in out.columns:
+            out[name] = as_text(out[name])
+    return out
+
+
 def content_hash(df: pd.DataFrame) -> str:
     """SHA-256 (hex) of the rows, the column names and their dtypes: same data, same hash."""
     try:

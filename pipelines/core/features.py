@@ -332,14 +332,18 @@ def _history(
         s_prior = before(sums, first_same_ms, sum0)
         for w in spec.windows_hours:
             res[f"hist_amount_sum_{w}h"] = s_prior - before(sums, lefts[w], sum0)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mean = np.where(has_prev, s_prior / n_prior, np.nan)
             var = (before(squares, first_same_ms, sq0) - s_prior * mean) / (n_prior - 1)
             std = np.where(n_prior > 1, np.sqrt(np.maximum(var, 0.0)), np.nan)
             res["hist_amount_mean"] = mean
             res["hist_amount_std"] = std
-            res["hist_amount_ratio"] = amount / mean
-            res["hist_amount_z"] = np.where(std > 0, (amount - mean) / std, np.nan)
+            # A ratio to an average of zero (two $0 card verifications) or to a vanishing one is
+            # undefined: missing, which every model family handles, never an infinity.
+            res["hist_amount_ratio"] = _finite_or_missing(amount / mean)
+            res["hist_amount_z"] = _finite_or_missing(
+                np.where(std > 0, (amount - mean) / std, np.nan)
+            )
 
     for col in c.novelty:
         values, _ = pd.factorize(cols[f"novelty:{col}"][order], use_na_sentinel=True)
@@ -357,6 +361,11 @@ def _history(
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     return {name: arr[inverse] for name, arr in res.items()}
+
+
+def _finite_or_missing(values: np.ndarray) -> np.ndarray:
+    """`values` with every ±inf (and NaN) as NaN: a quotient that is not a number is missing."""
+    return np.where(np.isfinite(values), values, np.nan)
 
 
 def _prefix_within_groups(

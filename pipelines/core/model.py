@@ -135,6 +135,13 @@ def fit(
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
     if len(np.unique(y)) < 2:
         raise ValueError("training labels contain a single class; widen the window or check labels")
+    counts = np.isinf(X[spec.numeric].to_numpy(dtype=np.float64)).sum(axis=0)
+    infinite = {c: int(n) for c, n in zip(spec.numeric, counts, strict=True) if n}
+    if infinite:
+        raise ValueError(
+            f"features hold infinite values (count per column: {infinite}); every feature must "
+            "be finite or missing"
+        )
     model = TabularModel(family, spec.numeric, spec.categorical, _levels(X, spec), None)
     Xp = model.prepare(X)
     if family == "lightgbm":

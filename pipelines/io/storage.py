@@ -7,6 +7,7 @@ rename it into place, so a reader never sees a half-written file; on S3 a PUT is
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import io
 import json
@@ -172,11 +173,32 @@ def scan_parquet(
         return factory.finish(schema).to_table(columns=columns, filter=where)
 
 
-def read_table(url: str) -> pd.DataFrame:
-    """A user's own table: Parquet or CSV, chosen by extension."""
-    if url.endswith(".csv"):
-        return pd.read_csv(io.BytesIO(read_bytes(url)))
-    return read_parquet(url)
+def read_table(url: str, text_columns: Iterable[str] = (), decimal: str = ".") -> pd.DataFrame:
+    """A user's own table: Parquet, or CSV (by the extension `.csv`).
+
+    CSV: the delimiter is detected (`,` `;` tab `|`), a UTF-8 byte-order mark is dropped, and the
+    `text_columns` are read as text, so that category codes like `021` or `21` stay what they are
+    instead of becoming numbers; `decimal` is the decimal mark (`,` in many European exports).
+    Raises ValueError naming the file when it cannot be parsed.
+    """
+    if not url.endswith(".csv"):
+        return read_parquet(url)
+    data = read_bytes(url)
+    head = data[:65536].decode("utf-8-sig", errors="replace")
+    try:
+        sep = csv.Sniffer().sniff(head.split("\n", 1)[0], delimiters=",;\t|").delimiter
+    except csv.Error:
+        sep = ","  # one column, or nothing to tell from: the default
+    try:
+        return pd.read_csv(
+            io.BytesIO(data),
+            sep=sep,
+            decimal=decimal,
+            encoding="utf-8-sig",
+            dtype=dict.fromkeys(text_columns, "string"),
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        raise ValueError(f"cannot read the CSV table {url}: {err}") from None
 
 
 def partition_url(base: str, day: dt.date) -> str:

@@ -4,6 +4,9 @@ which the service instance tells the middlewares what it can do.
 - Media type: BentoML turns a body it cannot parse under a non-JSON content type (e.g. multipart
   without a boundary) into a 500; the scoring API only speaks JSON, so any other declared media
   type is a client error and gets a 415 that says so.
+- Size: a body declared larger than `serving.max_body_bytes` is refused (413) before a byte of it
+  is read (a body without a declared length is cut at the same bound by the fast path), so one
+  huge request cannot hold memory and the event loop while small ones wait.
 - The API page (`/`) and its document (`/docs.json`): the project's, without BentoML's tracker.
 - Readiness: while the service is not ready (no champion loaded, online store never seeded),
   `GET /readyz` answers 503 with the reasons and `POST /score` answers 503 naming what is
@@ -43,15 +46,32 @@ window.onload = () => { window.ui = SwaggerUIBundle({url: "./docs.json", dom_id:
 """
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A response the middlewares send themselves: status, JSON body, extra headers."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def error(status: int, message: str, retry_after: int | None = None) -> Answer:
+    """An error answer in the shape the OpenAPI document declares: `{"error": message}`."""
+    headers = ((b"retry-after", str(retry_after).encode()),) if retry_after is not None else ()
+    return Answer(status, json.dumps({"error": message}).encode(), headers)
+
+
 @dataclass
 class Hooks:
     """What the service instance plugs into its middlewares once it runs (None before and after):
-    `score`, the fast path's handler (request body → response body, or None to let BentoML's
-    endpoint answer); `not_ready`, the reasons the service must not score yet (empty: ready)."""
+    `score`, the fast path's handler (request body → its answer); `not_ready`, the reasons the
+    service must not score yet (empty: ready); `openapi`, the API document. `max_body_bytes`
+    bounds a request body before it is read (`serving.max_body_bytes`)."""
 
-    score: Callable[[bytes], Awaitable[bytes | None]] | None = None
+    score: Callable[[bytes], Awaitable[Answer]] | None = None
     not_ready: Callable[[], list[str]] | None = None
     openapi: Callable[[], dict[str, Any]] | None = None
+    max_body_bytes: int = 1 << 20
 
 
 async def send_html(send: Any, body: bytes) -> None:
@@ -70,22 +90,21 @@ async def send_html(send: Any, body: bytes) -> None:
 
 
 async def send_json(
-    send: Any, status: int, payload: object, headers: list[tuple[bytes, bytes]] | None = None
+    send: Any, status: int, payload: object, headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    """Answer with `payload` as JSON."""
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    """Answer `status` with `payload` as JSON."""
+    await send_answer(send, Answer(status, json.dumps(payload).encode(), headers))
+
+
+async def send_answer(send: Any, answer: Answer) -> None:
+    """Send `answer` (JSON) as the whole response."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(answer.body)).encode()),
+        *answer.headers,
+    ]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 class Edge:
@@ -101,22 +120,29 @@ class Edge:
             return await self.app(scope, receive, send)
         method, path = scope.get("method"), scope.get("path")
         if method == "POST" and path in self.paths:
-            declared = dict(scope.get("headers") or ()).get(b"content-type", b"")
-            media = declared.split(b";", 1)[0].strip().lower()
+            headers = dict(scope.get("headers") or ())
+            media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if media not in ALLOWED:
-                return await send_json(
+                return await send_answer(
                     send,
-                    415,
-                    {
-                        "error": f"content-type must be application/json, not {media.decode(errors='replace')!r}"
-                    },
+                    error(
+                        415,
+                        f"content-type must be application/json, not {media.decode(errors='replace')!r}",
+                    ),
+                )
+            length = headers.get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.hooks.max_body_bytes:
+                return await send_answer(
+                    send,
+                    error(
+                        413,
+                        f"the body has {int(length):,} bytes, more than "
+                        f"serving.max_body_bytes={self.hooks.max_body_bytes:,}",
+                    ),
                 )
             if reasons := self._not_ready():
-                return await send_json(
-                    send,
-                    503,
-                    {"error": "the service is not ready: " + "; ".join(reasons)},
-                    [(b"retry-after", b"5")],
+                return await send_answer(
+                    send, error(503, "the service is not ready: " + "; ".join(reasons), 5)
                 )
         elif method == "GET" and path == "/readyz" and (reasons := self._not_ready()):
             return await send_json(send, 503, {"ready": False, "reasons": reasons})

@@ -1,23 +1,120 @@
-"""Request and response models, derived from the dataset contract.
+"""Request and response models, derived from the dataset contract: the OpenAPI document says
+exactly what the service accepts, and the service accepts exactly that.
 
-Validation at the edge: a missing field, a wrong type, a non-finite or negative amount, an
-empty string: pydantic names the field and BentoML answers 400. A category value the model
-never saw is *valid* input (new merchants happen); the scorer flags it.
+Validation at the edge: a missing or extra field, a wrong type (a boolean or a string is not a
+number), a non-finite number, an amount outside the data gate's `validate.amount_range`, text
+with control characters, a timestamp that is not ISO 8601 within 1971-2099: pydantic names the
+field and the service answers 400. What JSON Schema says and the validators check is one
+definition (the timestamp's pattern below serves both). A category value the model never saw is
+*valid* input (new merchants happen); the scorer flags it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
 
-from pipelines.config import Contract, Settings
+from pipelines.config import Settings
 
 # Printable text only: control characters and lone surrogates cannot be stored or logged, and
 # no real id or category contains them.
 PRINTABLE = r"^[^\x00-\x1f\x7f\ud800-\udfff]+$"
 Text = Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+
+# ISO 8601 date-times from 1971 to 2099, calendar-exact (29 February in leap years only), with an
+# optional UTC offset up to 13:59 or Z; without one the time is UTC. Bounded so that a timestamp
+# never stretches the history features' int64 time keys, and so that JSON Schema can say it.
+_YEAR = r"(?:197[1-9]|19[89][0-9]|20[0-9]{2})"
+_LEAP_YEAR = r"(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26]))"
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+TIMESTAMP_PATTERN = (
+    rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9])?$"
+)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+
+
+def _timestamp(value: object) -> dt.datetime:
+    """An ISO 8601 string matching TIMESTAMP_PATTERN, as naive UTC."""
+    if not isinstance(value, str) or not _TIMESTAMP.match(value):
+        raise ValueError(
+            "must be an ISO 8601 date-time from 1971 to 2099, e.g. 2026-04-01T12:00:00Z"
+        )
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo is not None else parsed
+
+
+def _number(value: object) -> object:
+    """JSON numbers only: true, false and numeric strings are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Timestamp = Annotated[
+    dt.datetime,
+    BeforeValidator(_timestamp),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": TIMESTAMP_PATTERN,
+            "description": "ISO 8601 date-time, 1971-2099; with an offset or Z, else UTC",
+        }
+    ),
+]
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice (JSON parsers keep the last silently)."""
+
+
+def parse_json(body: bytes) -> Any:
+    """The request body as Python values. Raises ValueError saying why it is not acceptable JSON
+    (malformed, not UTF-8, or a key given twice in one object)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise DuplicateKey(f"the key {key!r} appears twice in one JSON object")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(body, object_pairs_hook=unique)
+    except DuplicateKey:
+        raise
+    except ValueError as err:
+        raise ValueError(f"the body is not valid JSON: {err}") from None
+
+
+def describe(err: ValidationError) -> str:
+    """Each problem once, naming its field: `records[0].amount: Input should be ...; ...`."""
+
+    def where(loc: tuple[Any, ...]) -> str:
+        return "".join(
+            f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+            for i, p in enumerate(loc)
+        )
+
+    return "; ".join(
+        f"{where(e['loc']) or 'body'}: {e['msg']}" for e in err.errors(include_url=False)
+    )
 
 
 class _Record(BaseModel):
@@ -26,29 +123,19 @@ class _Record(BaseModel):
     )
 
 
-EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
-
-
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    if not EARLIEST <= value < LATEST:  # garbage, and it would stretch the history time keys
-        raise ValueError(f"timestamp must be in [{EARLIEST.year}, {LATEST.year})")
-    return value
-
-
-def record_model(contract: Contract) -> type[BaseModel]:
-    """One transaction as the service accepts it."""
-    fields: dict[str, Any] = {contract.id: (Text, ...), contract.timestamp: (dt.datetime, ...)}
+def record_model(settings: Settings) -> type[BaseModel]:
+    """One transaction as the service accepts it: the contract's columns, the gate's amount range."""
+    contract = settings.contract
+    fields: dict[str, Any] = {contract.id: (Text, ...), contract.timestamp: (Timestamp, ...)}
     if contract.entity:
         fields[contract.entity] = (Text, ...)
+    low, high = settings.validate_.amount_range
     for col in contract.numeric:
-        bound = Field(ge=0.0) if col == contract.amount else Field()
-        fields[col] = (Annotated[float, bound], ...)
+        bound = Field(ge=low, le=high) if col == contract.amount else Field()
+        fields[col] = (Annotated[float, BeforeValidator(_number), bound], ...)
     for col in contract.categorical:
         fields[col] = (Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)], ...)
-    validators = {"_utc": field_validator(contract.timestamp)(_naive_utc)}
-    return create_model("Transaction", __base__=_Record, __validators__=validators, **fields)
+    return create_model("Transaction", __base__=_Record, **fields)
 
 
 def example_record(settings: Settings, when: dt.datetime | None = None) -> dict[str, Any]:

@@ -55,9 +55,9 @@ from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
 from pipelines.serving import metrics, scorer
 from pipelines.serving.batching import AdaptiveBatcher, Overloaded
-from pipelines.serving.edge import Edge, Hooks
+from pipelines.serving.edge import Answer, Edge, Hooks, error
 from pipelines.serving.fastpath import FastPath
-from pipelines.serving.schema import Score, example_record, record_model
+from pipelines.serving.schema import Score, describe, example_record, parse_json, record_model
 
 log = logging.getLogger("fraud.service")
 NAME = "fraud_service"
@@ -88,8 +88,23 @@ def described(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "service has a gated champion and a seeded feature store, and why not."
         ),
     }
-    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
-    body["example"] = {"records": [example_record(settings)]}
+    score = spec["paths"]["/score"]["post"]
+    score["requestBody"]["content"]["application/json"]["example"] = {
+        "records": [example_record(settings)]
+    }
+    # Every status /score answers, each with the body it has ({"error": "..."} for all errors).
+    refused = {"application/json": {"schema": {"$ref": "#/components/schemas/InvalidArgument"}}}
+    for status, why in (
+        ("400", "Invalid input: the message names each field and the problem"),
+        ("413", "The body is larger than serving.max_body_bytes"),
+        ("415", "The body is declared as something else than application/json"),
+        (
+            "503",
+            "Not ready (no gated champion, or the store was never seeded), or "
+            "overloaded; see Retry-After",
+        ),
+    ):
+        score["responses"][status] = {"description": why, "content": refused}
     return spec
 
 
@@ -97,12 +112,12 @@ def build(settings: Settings) -> Any:
     """The BentoML service class for `settings` (decorated: a `bentoml.Service`)."""
     serving = settings.serving
     spec = FeatureSpec.from_settings(settings)
-    transaction = record_model(settings.contract)
+    transaction = record_model(settings)
     # A request is a non-empty list of at most max_records_per_request records; pydantic names the
     # offending record and field, and BentoML turns that into a 400.
     limit = Field(min_length=1, max_length=serving.max_records_per_request)
     records_type = Annotated[list[transaction], limit]  # type: ignore[valid-type]
-    hooks = Hooks()
+    hooks = Hooks(max_body_bytes=serving.max_body_bytes)
     meters = metrics.create()
     bundled = bundled_tag(settings)
     remote = model_remote.url_of(None, settings.paths.model_remote)
@@ -236,19 +251,19 @@ def build(settings: Settings) -> Any:
                 return await asyncio.to_thread(self.score_batch, records)
             return await self.batcher.submit(records)
 
-        async def _score_json(self, body: bytes) -> bytes | None:
-            """fastpath's handler: the response body, or None to let BentoML's endpoint answer."""
+        async def _score_json(self, body: bytes) -> Answer:
+            """fastpath's handler: the answer to one `POST /score` body."""
             try:
-                records = input_model.model_validate_json(
-                    body or b"{}"
-                ).records  # what BentoML would parse
-            except ValidationError:
-                return None  # BentoML's 400, in its format
+                records = input_model.model_validate(parse_json(body)).records
+            except ValidationError as err:
+                return error(400, describe(err))
+            except ValueError as err:  # not JSON, or a key given twice
+                return error(400, str(err))
             try:
                 answers = await self._submit(records)
-            except Overloaded:
-                return None  # queued nothing: BentoML's route tries once more, then answers 503
-            return pydantic_core.to_json(answers)
+            except Overloaded as err:
+                return error(503, str(err), retry_after=1)
+            return Answer(200, pydantic_core.to_json(answers))
 
         def score_batch(self, records: list) -> list[dict]:
             """Score one batch: enrich from the store, score, decide, remember, log."""

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipelines.config import Settings
 from pipelines.core.dataset import (
+    conform,
     content_hash,
     join_labels,
     resolve_window,
@@ -40,7 +41,8 @@ def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str
     tx_parts = source.transaction_partitions(src)
     start, end = resolve_window(win, list(tx_parts))
     days = window_days(start, end)
-    frames = [storage.read_parquet(tx_parts[d]) for d in days if d in tx_parts]
+    c = settings.contract
+    frames = [conform(storage.read_parquet(tx_parts[d]), c) for d in days if d in tx_parts]
     if not frames:
         raise FileNotFoundError(
             f"no transaction partitions in {src}/{source.TRANSACTIONS} for "
@@ -58,7 +60,7 @@ def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str
 
     cutoff = win.label_cutoff
     labels = [
-        storage.read_parquet(u)
+        conform(storage.read_parquet(u), c)
         for d, u in source.label_partitions(src).items()
         if cutoff is None or d < cutoff
     ]
@@ -74,21 +76,23 @@ def read_single_table(settings: Settings) -> tuple[pd.DataFrame, Window, dict[st
     Raises ValueError naming the file when the timestamp column is missing or no row is in the window.
     """
     c, win = settings.contract, settings.ingest
-    table = storage.read_table(settings.paths.source)
+    text = [name for name in (c.id, c.entity, *c.categorical) if name]
+    table = storage.read_table(settings.paths.source, text, win.csv_decimal)
     if c.timestamp not in table.columns:
         raise ValueError(
-            f"{settings.paths.source} has no column {c.timestamp!r} (contract.timestamp)"
+            f"{settings.paths.source} has no column {c.timestamp!r} (contract.timestamp); "
+            f"its columns are {list(table.columns)}"
         )
-    ts = pd.to_datetime(table[c.timestamp], errors="coerce")
+    table = conform(table, c)
+    ts = table[c.timestamp]
     start, end = resolve_window(win, set(ts.dropna().dt.date))
     in_window = (ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))
     raw = table[in_window.to_numpy()].reset_index(drop=True)
     raw[c.timestamp] = ts[in_window].to_numpy()
-    if c.label_timestamp and c.label_timestamp in raw.columns:
-        raw[c.label_timestamp] = pd.to_datetime(raw[c.label_timestamp], errors="coerce")
-        if win.label_cutoff is not None:  # labels not yet known at the cutoff are unknown
-            late = raw[c.label_timestamp] >= pd.Timestamp(win.label_cutoff)
-            raw[c.target] = raw[c.target].astype("Float64").mask(late.to_numpy())
+    # Labels not yet known at the cutoff are unknown.
+    if c.label_timestamp and c.label_timestamp in raw.columns and win.label_cutoff is not None:
+        late = raw[c.label_timestamp] >= pd.Timestamp(win.label_cutoff)
+        raw[c.target] = raw[c.target].astype("Float64").mask(late.to_numpy())
     if raw.empty:
         raise ValueError(
             f"{settings.paths.source} has no rows with {c.timestamp!r} in {start}..{end} (end exclusive)"

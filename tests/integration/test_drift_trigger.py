@@ -205,8 +205,15 @@ def test_only_a_confirmed_drift_starts_a_retraining_and_only_one_at_a_time(
         )
         write_params(repo / "params.yaml", params)
         time.sleep(5)  # a trigger would have created its run within this (it takes < 0.1 s)
-        assert started_by(prefect_server, broken_state) == [] and started_by(prefect_server, no_log) == []
-        unexpected = [r["parameters"] for r in flow_runs(prefect_server, "retraining") if r["id"] not in before]
+        assert (
+            started_by(prefect_server, broken_state) == []
+            and started_by(prefect_server, no_log) == []
+        )
+        unexpected = [
+            r["parameters"]
+            for r in flow_runs(prefect_server, "retraining")
+            if r["id"] not in before
+        ]
         assert not unexpected, unexpected
 
         # A confirmed drift: one retraining, started by the server.

@@ -151,3 +151,46 @@ def test_own_csv_table_with_its_own_column_names_and_no_entity(tmp_path: Path) -
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert 0.5 < metrics["roc_auc"] <= 1.0
     assert set(json.loads((repo / "metrics/slices.json").read_text())["lightgbm"]) == {"via"}
+
+
+def test_an_experiment_in_a_temp_directory_sees_the_local_source(small_repo: Path) -> None:
+    """The README's experiment workflow: `--temp`/`--queue` copy only tracked files, and the local
+    source is git-ignored upstream data, so it is passed with `-C`."""
+    from tests.conftest import ROOT
+
+    repo = small_repo
+    (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    run(["python", "-m", "pipelines", "simulate"], repo)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
+    assert "data/source" not in run(["git", "ls-files"], repo).stdout
+    params_before = (repo / "params.yaml").read_text()
+
+    run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--temp",
+            "-C",
+            "data/source",
+            "-S",
+            "train.lightgbm.num_leaves=15",
+            "-n",
+            "fewer-leaves",
+        ],
+        repo,
+    )
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = [
+        e
+        for rev in shown
+        for e in (rev.get("experiments") or [])
+        if e.get("name") == "fewer-leaves"
+    ]
+    assert exps, shown
+    data = exps[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lightgbm"]["num_leaves"] == 15
+    assert 0.5 < data["metrics"]["metrics/evaluate.json"]["data"]["roc_auc"] <= 1.0
+    assert (repo / "params.yaml").read_text() == params_before  # the workspace stays as committed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -187,22 +188,108 @@ def test_health_and_prometheus_metrics(service: Service) -> None:
     assert re.search(r'fraud_model_info\{model_version="fraud-model:[^"]+"\} 1', text)
 
 
-def test_openapi_fuzz_finds_no_server_error(service: Service, tmp_path: Path) -> None:
+def test_the_service_accepts_exactly_what_its_openapi_document_says(
+    service: Service, tmp_path: Path
+) -> None:
+    """Schemathesis with every check: positive and negative data, response schemas, status codes,
+    content types; zero failures means the document and the service agree both ways."""
     res = run(
         [
             "schemathesis",
             "run",
             f"{service.url}/docs.json",
             "--checks",
-            "not_a_server_error",
+            "all",
+            "--mode",
+            "all",
             "--max-examples",
-            "60",
+            "80",
             "--include-path",
             "/score",
             "--seed",
             "1",
+            "--generation-deterministic",
         ],
         tmp_path,
         check=False,
     )
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
+
+
+def post(service: Service, body: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{service.url}/score",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("amount", True, "records[0].amount: Value error, must be a JSON number"),
+        ("amount", "42.5", "records[0].amount: Value error, must be a JSON number"),
+        ("amount", 1e308, "records[0].amount: Input should be less than or equal to 100000"),
+        ("ts", "2026-02-30T10:00:00", "records[0].ts: Value error, must be an ISO 8601 date-time"),
+        ("ts", 1767225600, "records[0].ts: Value error, must be an ISO 8601 date-time"),
+    ],
+)
+def test_values_the_contract_forbids_are_refused_by_name(
+    service: Service, field: str, value: object, named: str
+) -> None:
+    resp = post(service, json.dumps({"records": [record(5) | {field: value}]}).encode())
+    assert resp.status_code == 400 and resp.json()["error"].startswith(named), resp.text
+
+
+def test_a_refused_extreme_amount_never_reaches_the_cards_history(service: Service) -> None:
+    card = f"poison-{time.monotonic_ns()}"
+    assert (
+        post(
+            service, json.dumps({"records": [record(6, card_id=card, amount=1e308)]}).encode()
+        ).status_code
+        == 400
+    )
+    first = service.score([record(7, card_id=card, amount=10.0)])
+    assert first.status_code == 200
+    later = service.score([record(8, card_id=card, amount=30.0, ts="2026-01-22T10:05:00")])
+    assert later.status_code == 200  # the mean it saw is 10, not 1e308 (checked in the log below)
+    s = load_settings(Path(service.log).parent / "params.yaml")
+    logged = wait_for_log(
+        str(Path(service.log).parent / s.serving.prediction_log),
+        {later.json()[0]["transaction_id"]},
+    )
+    assert logged["hist_amount_mean"].tolist() == [10.0] and logged["hist_n_prior"].tolist() == [
+        1.0
+    ]
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten(service: Service) -> None:
+    body = json.dumps({"records": [record(9)]}).replace(
+        '"amount": 42.5', '"amount": 1, "amount": 9999'
+    )
+    resp = post(service, body.encode())
+    assert resp.status_code == 400 and resp.json() == {
+        "error": "the key 'amount' appears twice in one JSON object"
+    }
+
+
+def test_an_oversize_body_is_refused_before_it_is_read(service: Service) -> None:
+    s = load_settings(Path(service.log).parent / "params.yaml")
+    limit = s.serving.max_body_bytes
+    huge = (
+        b'{"records": [' + b",".join([json.dumps(record(i)).encode() for i in range(6000)]) + b"]}"
+    )
+    assert len(huge) > limit
+    declared = post(service, huge)
+    assert declared.status_code == 413 and "serving.max_body_bytes" in declared.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: cut while reading
+        for i in range(0, len(huge), 65536):
+            yield huge[i : i + 65536]
+
+    streamed = httpx.post(
+        f"{service.url}/score", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413, streamed.text
+    assert service.score([record(10)]).status_code == 200  # the service stays in service

@@ -202,3 +202,13 @@ def test_direction_a_cards_tenth_transaction_in_an_hour_scores_higher_than_its_f
     first = score({"transaction_id": "x", "ts": "2026-03-02 14:50:00"})
     tenth = score({"transaction_id": "x", "ts": "2026-03-02 14:50:00"}, history=burst)
     assert tenth > first, (first, tenth)
+
+
+def test_an_infinite_feature_is_refused_by_name() -> None:
+    small, spec, feats, y = small_world(seed=6)
+    broken = feats.copy()
+    broken.loc[broken.index[:3], "hist_amount_ratio"] = np.inf
+    with pytest.raises(
+        ValueError, match=r"infinite values \(count per column: \{'hist_amount_ratio': 3\}\)"
+    ):
+        fit("lightgbm", broken, y, spec, small.train.lightgbm, 1)

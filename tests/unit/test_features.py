@@ -133,3 +133,58 @@ def test_without_an_entity_history_features_are_off() -> None:
     feats = build_features(events(50, 1), spec)
     assert not [c for c in feats.columns if c.startswith("hist_")]
     assert list(feats.columns) == spec.names
+
+
+def test_zero_amounts_leave_the_ratio_missing_not_infinite() -> None:
+    """Two $0.00 card verifications, then $25: the mean of the earlier amounts is 0."""
+    df = (
+        events(4, 0, cards=1)
+        .sort_values("ts", ignore_index=True)
+        .assign(amount=[0.0, 0.0, 25.0, 0.0])
+    )
+    feats = build_features(df, SPEC)
+    assert np.isnan(feats["hist_amount_ratio"].iloc[2])  # 25 / mean(0, 0): undefined, missing
+    assert feats["hist_amount_ratio"].iloc[3] == 0.0  # 0 / mean(0, 0, 25)
+    assert np.isnan(feats["hist_amount_ratio"].iloc[0])  # no history: missing
+    online = features_for(df.tail(2), df.head(2)[SPEC.history_columns], SPEC)
+    np.testing.assert_array_equal(
+        online["hist_amount_ratio"].to_numpy(), feats["hist_amount_ratio"].tail(2).to_numpy()
+    )
+
+
+AMOUNTS = st.sampled_from([0.0, 0.01, 25.0, 99_999.99]) | st.floats(0.0, 100_000.0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 10 * 24 * 3600), AMOUNTS),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_no_feature_is_ever_infinite_offline_or_online(rows: list[tuple[int, int, float]]) -> None:
+    """Any valid history (zeros, one event, equal timestamps, the gate's amount range): every
+    feature is finite or missing, on the offline path and on the online one alike."""
+    df = pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(len(rows))],
+            "ts": T0 + pd.to_timedelta([r[1] for r in rows], unit="s"),
+            "card_id": [f"c{r[0]}" for r in rows],
+            "amount": [r[2] for r in rows],
+            "merchant_category": "grocery",
+            "merchant_country": "US",
+            "channel": "pos",
+        }
+    )
+    offline = build_features(df, SPEC)
+    assert not np.isinf(offline[SPEC.numeric].to_numpy(dtype=float)).any()
+    last = df["ts"] == df["ts"].max()
+    online = features_for(df[last], df[~last][SPEC.history_columns], SPEC)
+    assert not np.isinf(online[SPEC.numeric].to_numpy(dtype=float)).any()
+    np.testing.assert_allclose(
+        online[SPEC.numeric].to_numpy(dtype=float),
+        offline[last][SPEC.numeric].to_numpy(dtype=float),
+        rtol=1e-9,
+        atol=1e-9,
+    )

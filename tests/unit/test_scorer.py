@@ -20,7 +20,7 @@ from pipelines.sources import simulator
 
 SETTINGS = Settings()
 SPEC = FeatureSpec.from_settings(SETTINGS)
-Transaction = record_model(SETTINGS.contract)
+Transaction = record_model(SETTINGS)
 
 
 @cache
