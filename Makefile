@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo orchestrate train gate bento pull push rollout serve test test-fast lint bench clean
+.PHONY: install demo orchestrate train gate bento pull push rollout serve monitor test test-fast lint bench clean
 
 $(UV):
 	$(SYSTEM_PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv "uv==$(strip $(UV_VERSION))"
@@ -27,7 +27,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 # Servers the tests and `make monitor` run, from the Debian archive: downloaded and unpacked into
 # .tools/debian (no root, no system service started, nothing outside the checkout).
-DEBIAN_PACKAGES := prometheus
+DEBIAN_PACKAGES := prometheus prometheus-pushgateway
 DEBIAN := $(CURDIR)/.tools/debian
 $(DEBIAN)/.unpacked: Makefile
 	rm -rf $(DEBIAN) && mkdir -p $(DEBIAN)/archives
@@ -73,6 +73,13 @@ rollout:  ## apply deploy/k8s with the new image (needs kubectl and a cluster: C
 serve: install  ## serve the champion (promote one first: python -m pipelines promote latest)
 	python -m pipelines materialize
 	python -m pipelines serve
+
+monitor: install  ## Prometheus (127.0.0.1:9090) and a Pushgateway (:9091) with the alert rules, watching `make serve`, until Ctrl-C
+	mkdir -p .monitoring
+	$(DEBIAN)/usr/bin/prometheus-pushgateway --web.listen-address=127.0.0.1:9091 & \
+	  trap 'kill %1' EXIT; \
+	  $(DEBIAN)/usr/bin/prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=.monitoring \
+	    --web.listen-address=127.0.0.1:9090
 
 test: install  ## the whole test suite
 	python -m pytest

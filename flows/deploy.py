@@ -1,7 +1,8 @@
 """deploy: the champion/challenger gate, then the rollout to the running service.
 
 A refused challenger is a normal outcome (the flow completes, the reason is recorded in the
-registry history and in an artifact); the champion keeps serving untouched.
+registry history and in an artifact, and the event `pipelines.gate.refused` lets an automation
+notify people: flows/notify.py); the champion keeps serving untouched.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ import json
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 
 from flows.common import run_from_command_line, settings
+from flows.notify import GATE_REFUSED
+from pipelines.io import registry
 from pipelines.jobs import gate as gate_job
 from pipelines.jobs import rollout as rollout_job
 
@@ -36,7 +40,17 @@ def deploy(challenger: str | None = None, rollout_to_service: bool = True) -> di
     decision, challenger = result["decision"], result["challenger"]
     if decision is None:
         return result
-    if decision["promote"] and rollout_to_service and settings().deploy.service_url:
+    if not decision["promote"]:
+        emit_event(
+            event=GATE_REFUSED,
+            resource={"prefect.resource.id": f"pipelines.gate.{challenger}"},
+            payload={
+                "challenger": challenger,
+                "champion": registry.champion_tag(),
+                "reason": decision["reason"],
+            },
+        )
+    elif rollout_to_service and settings().deploy.service_url:
         result["rollout"] = rollout(challenger)
     create_markdown_artifact(
         key="deploy-decision",

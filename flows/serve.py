@@ -15,6 +15,7 @@ from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.events import DeploymentEventTrigger
 
+from flows import notify
 from flows.common import settings
 from flows.deploy import deploy
 from flows.drift import DRIFT_CONFIRMED, drift_check
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--no-schedule", action="store_true", help="no cron for the drift check (tests)")
-    serve(*deployments(scheduled=not p.parse_args(argv).no_schedule))
+    args = p.parse_args(argv)
+    if block := settings().monitoring.notify_block:
+        notify.ensure(block)
+    serve(*deployments(scheduled=not args.no_schedule))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 PARAMS_ENV = "PIPELINES_PARAMS"
 DEFAULT_PARAMS = "params.yaml"
+# The first word of every Prometheus series the project exports (service and drift check).
+METRIC_PREFIX = "fraud"
 
 
 class _LocationMarker:
@@ -407,6 +409,25 @@ class Drift(_Frozen):
     )
 
 
+class Monitoring(_Frozen):
+    """Where monitoring results go beyond the service's /metrics (monitoring/ holds the rules)."""
+
+    pushgateway: str | None = Field(
+        None,
+        description=(
+            "Prometheus Pushgateway URL the drift check pushes its verdict and scores to (a batch job "
+            "is not scraped itself); null: none."
+        ),
+    )
+    notify_block: str | None = Field(
+        None,
+        description=(
+            "A Prefect notification block (`<block-type>/<name>`, e.g. slack-webhook/ops) that a failed "
+            "flow run and a refused challenger notify through; null: no notifications."
+        ),
+    )
+
+
 class Settings(_Frozen):
     """Everything params.yaml holds; one frozen instance per process (runtime.bootstrap)."""
 
@@ -422,6 +443,7 @@ class Settings(_Frozen):
     serving: Serving = Serving()
     deploy: Deploy = Deploy()
     drift: Drift = Drift()
+    monitoring: Monitoring = Monitoring()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _root: Path | None = PrivateAttr(None)

@@ -21,6 +21,8 @@ are filtered by `scored_at` while reading, and the reference is scored on a samp
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -30,20 +32,47 @@ from pipelines.core import drift
 from pipelines.core.drift import CheckState, columns_to_check, naive_utc, sample
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
-from pipelines.io import drift_report, registry, source, storage
+from pipelines.io import drift_metrics, drift_report, registry, source, storage
 from pipelines.io.prediction_log import LogColumn, read_window
 
+log = logging.getLogger(__name__)
 STAMP = "%Y%m%dT%H%M%SZ"  # a check's directory: the UTC time it ran
 
 
 def run(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:
     """One check of the last `drift.window_hours` of the prediction log, as of `now` (default: the
-    current UTC time). Returns the summary it wrote (see the module docstring).
+    current UTC time). Returns the summary it wrote (see the module docstring) and pushes it to
+    `monitoring.pushgateway`; a check that fails pushes its failure time, then raises.
 
     Raises ValueError when the check state is unreadable or a column is missing, StorageError
     when a location cannot be read.
     """
     now = naive_utc(now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    gateway = settings.monitoring.pushgateway
+    try:
+        summary = check(settings, now)
+    except Exception:
+        if gateway:
+            _best_effort(lambda: drift_metrics.push_failure(gateway, now), gateway)
+        raise
+    if gateway:
+        _best_effort(
+            lambda: drift_metrics.push_result(gateway, summary, settings.drift.min_quality), gateway
+        )
+    return summary
+
+
+def _best_effort(push: Callable[[], None], gateway: str) -> None:
+    """Monitoring must not turn a check into a failure: a Pushgateway outage is logged (and seen in
+    Prometheus as a stale last-success time)."""
+    try:
+        push()
+    except OSError as err:
+        log.warning("drift check: cannot push to %s: %s", gateway, err)
+
+
+def check(settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    """The check itself (see `run`)."""
     d, c, layout = settings.drift, settings.contract, Layout(settings)
     start = now - dt.timedelta(hours=d.window_hours)
     columns = columns_to_check(settings)

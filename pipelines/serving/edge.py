@@ -48,30 +48,40 @@ window.onload = () => { window.ui = SwaggerUIBundle({url: "./docs.json", dom_id:
 
 @dataclass(frozen=True)
 class Answer:
-    """A response the middlewares send themselves: status, JSON body, extra headers."""
+    """A response the middlewares send themselves: status, JSON body, extra headers, and for a
+    refusal its cause (the `cause` label of the refusals counter)."""
 
     status: int
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    cause: str | None = None
 
 
-def error(status: int, message: str, retry_after: int | None = None) -> Answer:
+def error(status: int, message: str, cause: str, retry_after: int | None = None) -> Answer:
     """An error answer in the shape the OpenAPI document declares: `{"error": message}`."""
     headers = ((b"retry-after", str(retry_after).encode()),) if retry_after is not None else ()
-    return Answer(status, json.dumps({"error": message}).encode(), headers)
+    return Answer(status, json.dumps({"error": message}).encode(), headers, cause)
 
 
 @dataclass
 class Hooks:
     """What the service instance plugs into its middlewares once it runs (None before and after):
     `score`, the fast path's handler (request body → its answer); `not_ready`, the reasons the
-    service must not score yet (empty: ready); `openapi`, the API document. `max_body_bytes`
-    bounds a request body before it is read (`serving.max_body_bytes`)."""
+    service must not score yet (empty: ready); `openapi`, the API document; `refused`, counts
+    the refusals the middlewares send. `max_body_bytes` bounds a request body before it is read
+    (`serving.max_body_bytes`)."""
 
     score: Callable[[bytes], Awaitable[Answer]] | None = None
     not_ready: Callable[[], list[str]] | None = None
     openapi: Callable[[], dict[str, Any]] | None = None
+    refused: Callable[[str], None] | None = None  # told the cause of every refusal sent
     max_body_bytes: int = 1 << 20
+
+    async def send(self, send: Any, answer: Answer) -> None:
+        """Send `answer` and tell `refused` the cause of a refusal."""
+        if self.refused is not None and answer.cause is not None:
+            self.refused(answer.cause)
+        await send_answer(send, answer)
 
 
 async def send_html(send: Any, body: bytes) -> None:
@@ -123,26 +133,29 @@ class Edge:
             headers = dict(scope.get("headers") or ())
             media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if media not in ALLOWED:
-                return await send_answer(
+                return await self.hooks.send(
                     send,
                     error(
                         415,
                         f"content-type must be application/json, not {media.decode(errors='replace')!r}",
+                        "media_type",
                     ),
                 )
             length = headers.get(b"content-length", b"0")
             if length.isdigit() and int(length) > self.hooks.max_body_bytes:
-                return await send_answer(
+                return await self.hooks.send(
                     send,
                     error(
                         413,
                         f"the body has {int(length):,} bytes, more than "
                         f"serving.max_body_bytes={self.hooks.max_body_bytes:,}",
+                        "too_large",
                     ),
                 )
             if reasons := self._not_ready():
-                return await send_answer(
-                    send, error(503, "the service is not ready: " + "; ".join(reasons), 5)
+                return await self.hooks.send(
+                    send,
+                    error(503, "the service is not ready: " + "; ".join(reasons), "not_ready", 5),
                 )
         elif method == "GET" and path == "/readyz" and (reasons := self._not_ready()):
             return await send_json(send, 503, {"ready": False, "reasons": reasons})

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from pipelines.serving.edge import SCORE_PATH, Hooks, error, send_answer
+from pipelines.serving.edge import SCORE_PATH, Hooks, error
 
 log = logging.getLogger("fraud.service")
 
@@ -50,16 +50,18 @@ class FastPath:
         if body is None:  # the client left
             return
         if len(body) > limit:
-            answer = error(413, f"the body has more than serving.max_body_bytes={limit:,} bytes")
+            answer = error(
+                413, f"the body has more than serving.max_body_bytes={limit:,} bytes", "too_large"
+            )
         else:
             try:
                 answer = await handler(body)
             except Exception:
                 log.exception("scoring failed")
                 answer = error(
-                    500, "An unexpected error has occurred, please check the server log."
+                    500, "An unexpected error has occurred, please check the server log.", "error"
                 )
-        await send_answer(
+        await self.hooks.send(
             send, dataclasses.replace(answer, headers=(*answer.headers, *self.server))
         )
 

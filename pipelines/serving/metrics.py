@@ -1,9 +1,10 @@
 """The service's Prometheus series: one definition of each name, for the service that exports
-them (`create`) and for what reads them (the rollout check through `served_version`, the README,
-alert rules and dashboards).
+them (`create`) and for what reads them (the rollout check through `served_version`, the alert
+rules in monitoring/alerts.yml and the Grafana dashboard, which a test checks against these).
 
-Served at `/metrics` in Prometheus' text format next to BentoML's own request series; counters
-get Prometheus' `_total` suffix there.
+Served at `/metrics` in Prometheus' text format next to BentoML's own request series
+(`bentoml_service_request_total`, `bentoml_service_request_duration_seconds`); counters get
+Prometheus' `_total` suffix there.
 """
 
 from __future__ import annotations
@@ -11,13 +12,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-PREFIX = "fraud"
+from pipelines.config import METRIC_PREFIX
+
+PREFIX = METRIC_PREFIX
 MODEL_INFO = f"{PREFIX}_model_info"  # gauge: 1 for the model version being served
+READY = f"{PREFIX}_ready"  # gauge: 1 ready, 0 not (see NOT_READY for why)
+NOT_READY = f"{PREFIX}_not_ready"  # gauge by reason: 1 while that reason holds the service back
+CHAMPION_AGE = f"{PREFIX}_champion_age_seconds"  # gauge: since the served champion was promoted
 BATCH_SIZE = f"{PREFIX}_batch_size"  # histogram: records per model call
+SCORE = f"{PREFIX}_score"  # histogram by model_version: the probability of every scored record
 DECISIONS = f"{PREFIX}_decisions"  # counter by decision and model_version
 UNKNOWN_CATEGORY = f"{PREFIX}_unknown_category"  # counter by column
+REFUSED = f"{PREFIX}_requests_refused"  # counter by cause (REFUSAL_CAUSES)
 LOG_LAG = f"{PREFIX}_prediction_log_lag_seconds"  # gauge: since the log last delivered to its sink
 LOG_PENDING = f"{PREFIX}_prediction_log_pending_rows"  # gauge: buffered or spooled, not delivered
+LOG_SPOOLED = f"{PREFIX}_prediction_log_spooled_rows"  # gauge: waiting in the local spool
+
+# Why a request to /score was not scored (the `cause` label; the alert rules tell them apart).
+REFUSAL_CAUSES = ("bad_input", "too_large", "media_type", "not_ready", "overloaded", "error")
+NOT_READY_REASONS = ("no_champion", "store_not_seeded")
+# BentoML's own series for every request, the fast path's included (its middleware runs first).
+REQUESTS = "bentoml_service_request_total"  # counter by endpoint and http_response_code
+LATENCY = "bentoml_service_request_duration_seconds"  # histogram by endpoint
 
 
 @dataclass(frozen=True)
@@ -25,11 +41,17 @@ class ServiceMetrics:
     """The service's metric objects (BentoML's Prometheus wrappers)."""
 
     batch_size: Any
+    score: Any
     decisions: Any
     unknown_category: Any
+    refused: Any
     model_info: Any
+    ready: Any
+    not_ready: Any
+    champion_age: Any
     log_lag: Any
     log_pending: Any
+    log_spooled: Any
 
 
 def create() -> ServiceMetrics:
@@ -44,6 +66,12 @@ def create() -> ServiceMetrics:
             documentation="Records per model call (adaptive batching).",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
         ),
+        score=m.Histogram(
+            name=SCORE,
+            documentation="Fraud probability of each scored record.",
+            labelnames=["model_version"],
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+        ),
         decisions=m.Counter(
             name=DECISIONS,
             documentation="Decisions made.",
@@ -54,10 +82,31 @@ def create() -> ServiceMetrics:
             documentation="Category values the model never saw.",
             labelnames=["column"],
         ),
+        refused=m.Counter(
+            name=REFUSED,
+            documentation="Requests to /score not scored, by cause.",
+            labelnames=["cause"],
+        ),
         model_info=m.Gauge(
             name=MODEL_INFO,
             documentation="1 for the model version being served.",
             labelnames=["model_version"],
+            multiprocess_mode="livemax",
+        ),
+        ready=m.Gauge(
+            name=READY,
+            documentation="1 when the service may score, else 0.",
+            multiprocess_mode="livemin",
+        ),
+        not_ready=m.Gauge(
+            name=NOT_READY,
+            documentation="1 while this reason keeps the service from scoring.",
+            labelnames=["reason"],
+            multiprocess_mode="livemax",
+        ),
+        champion_age=m.Gauge(
+            name=CHAMPION_AGE,
+            documentation="Seconds since the served champion was promoted.",
             multiprocess_mode="livemax",
         ),
         log_lag=m.Gauge(
@@ -68,6 +117,11 @@ def create() -> ServiceMetrics:
         log_pending=m.Gauge(
             name=LOG_PENDING,
             documentation="Logged rows not yet delivered (buffered or spooled).",
+            multiprocess_mode="sum",
+        ),
+        log_spooled=m.Gauge(
+            name=LOG_SPOOLED,
+            documentation="Logged rows waiting in the local spool for the sink.",
             multiprocess_mode="sum",
         ),
     )

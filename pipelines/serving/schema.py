@@ -17,6 +17,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,10 +29,22 @@ from pydantic import (
 
 from pipelines.config import Settings
 
-# Printable text only: control characters and lone surrogates cannot be stored or logged, and
-# no real id or category contains them.
-PRINTABLE = r"^[^\x00-\x1f\x7f\ud800-\udfff]+$"
-Text = Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
+# Printable text only: control characters cannot be stored or logged, and no real id or category
+# contains them. Lone surrogates (a JSON \\ud800 escape without its pair) are no Unicode text at
+# all: they are refused too, by the validator (JSON Schema cannot say it, and UTF-8 JSON never
+# carries one).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _unicode(value: str) -> str:
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must be valid Unicode text (a lone surrogate is not)")
+    return value
+
+
+Text = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=PRINTABLE), AfterValidator(_unicode)
+]
 
 # ISO 8601 date-times from 1971 to 2099, calendar-exact (29 February in leap years only), with an
 # optional UTC offset up to 13:59 or Z; without one the time is UTC. Bounded so that a timestamp
@@ -132,9 +145,16 @@ def record_model(settings: Settings) -> type[BaseModel]:
     low, high = settings.validate_.amount_range
     for col in contract.numeric:
         bound = Field(ge=low, le=high) if col == contract.amount else Field()
-        fields[col] = (Annotated[float, BeforeValidator(_number), bound], ...)
+        # The bound before the validator: so JSON Schema gets minimum/maximum (the other order
+        # leaks pydantic's ge/le keywords into the document).
+        fields[col] = (Annotated[float, bound, BeforeValidator(_number)], ...)
     for col in contract.categorical:
-        fields[col] = (Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)], ...)
+        fields[col] = (
+            Annotated[
+                str, Field(min_length=1, max_length=64, pattern=PRINTABLE), AfterValidator(_unicode)
+            ],
+            ...,
+        )
     return create_model("Transaction", __base__=_Record, **fields)
 
 

@@ -89,6 +89,7 @@ def described(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
         ),
     }
     score = spec["paths"]["/score"]["post"]
+    score["requestBody"]["required"] = True  # an empty body is refused: the document says so
     score["requestBody"]["content"]["application/json"]["example"] = {
         "records": [example_record(settings)]
     }
@@ -119,6 +120,9 @@ def build(settings: Settings) -> Any:
     records_type = Annotated[list[transaction], limit]  # type: ignore[valid-type]
     hooks = Hooks(max_body_bytes=serving.max_body_bytes)
     meters = metrics.create()
+    # Every cause from 0: a counter that appears at its first increase shows no rate until its next.
+    for cause in metrics.REFUSAL_CAUSES:
+        meters.refused.labels(cause=cause)
     bundled = bundled_tag(settings)
     remote = model_remote.url_of(None, settings.paths.model_remote)
 
@@ -142,6 +146,7 @@ def build(settings: Settings) -> Any:
             )
             self._follow_champion()
             hooks.not_ready = self.not_ready
+            hooks.refused = lambda cause: meters.refused.labels(cause=cause).inc()
             if serving.batching != "bentoml":  # that mode measures BentoML's own dispatcher
                 hooks.score = self._score_json
             self._watcher = threading.Thread(
@@ -155,26 +160,36 @@ def build(settings: Settings) -> Any:
 
         # -- model lifecycle and readiness ---------------------------------------------------
 
-        def _wanted(self) -> str | None:
-            """The version to serve: the override, else the champion of the configured source (a
-            remote champion missing from the local store is fetched first)."""
+        def _wanted(self) -> tuple[str | None, str | None]:
+            """The version to serve and when it was promoted: the override (no promotion), else
+            the champion of the configured source (a remote champion missing from the local
+            store is fetched first)."""
             if serving.model:
-                return serving.model
-            if serving.champion_source == "local":
-                return registry.champion_tag()
-            record = model_remote.champion(remote)
+                return serving.model, None
+            record = (
+                registry.champion()
+                if serving.champion_source == "local"
+                else model_remote.champion(remote)
+            )
             if record is None:
-                return None
-            if self._current is None or self._current[1] != record["tag"]:
+                return None, None
+            if serving.champion_source == "remote" and (
+                self._current is None or self._current[1] != record["tag"]
+            ):
                 model_remote.fetch_model(remote, record["tag"])
-            return str(record["tag"])
+            return str(record["tag"]), record.get("since")
 
         def _follow_champion(self) -> None:
             try:
-                tag = self._wanted()
+                tag, since = self._wanted()
             except Exception as err:  # e.g. the remote is unreachable: keep serving what we have
                 log.error("cannot read the champion from %s: %s", remote, err)
                 return
+            if since is not None:
+                promoted = dt.datetime.fromisoformat(since)
+                if promoted.tzinfo is None:  # the project's naive timestamps are UTC
+                    promoted = promoted.replace(tzinfo=dt.UTC)
+                meters.champion_age.set((dt.datetime.now(dt.UTC) - promoted).total_seconds())
             if tag is None or (self._current and self._current[1] == tag):
                 return
             try:
@@ -200,9 +215,11 @@ def build(settings: Settings) -> Any:
                 log.info("serving the champion %s (was %s)", tag, previous)
 
         def not_ready(self) -> list[str]:
-            """Why the service must not score yet (empty: ready)."""
+            """Why the service must not score yet (empty: ready); also exported as metrics."""
+            no_champion = self._current is None
+            unseeded = self.store is not None and not self.store.seeded()
             reasons = []
-            if self._current is None:
+            if no_champion:
                 where = (
                     remote
                     if serving.champion_source == "remote" and not serving.model
@@ -212,11 +229,14 @@ def build(settings: Settings) -> Any:
                     f"no champion loaded from {where}: promote a model (python -m pipelines promote, "
                     f"or the deploy flow's gate); if there is one, the log says why it cannot load"
                 )
-            if self.store is not None and not self.store.seeded():
+            if unseeded:
                 reasons.append(
                     f"online feature store {serving.feature_store} was never seeded: every "
                     f"entity would look new (python -m pipelines materialize)"
                 )
+            meters.ready.set(0 if reasons else 1)
+            meters.not_ready.labels(reason="no_champion").set(int(no_champion))
+            meters.not_ready.labels(reason="store_not_seeded").set(int(unseeded))
             if tuple(reasons) != self._said:  # say it once per change, not per probe
                 self._said = tuple(reasons)
                 if reasons:
@@ -227,11 +247,15 @@ def build(settings: Settings) -> Any:
 
         def _watch(self) -> None:
             while not self._stop.wait(serving.reload_seconds):
-                self._follow_champion()
-                self.not_ready()
-                stats = self.predictions.stats()
-                meters.log_lag.set(stats.lag_seconds)
-                meters.log_pending.set(stats.rows_buffered + stats.rows_spooled)
+                try:
+                    self._follow_champion()
+                    self.not_ready()
+                    stats = self.predictions.stats()
+                    meters.log_lag.set(stats.lag_seconds)
+                    meters.log_pending.set(stats.rows_buffered + stats.rows_spooled)
+                    meters.log_spooled.set(stats.rows_spooled)
+                except Exception:  # the watch must outlive any one bad tick
+                    log.exception("champion watch: one tick failed")
 
         def __is_ready__(self) -> bool:
             return not self.not_ready()
@@ -256,13 +280,13 @@ def build(settings: Settings) -> Any:
             try:
                 records = input_model.model_validate(parse_json(body)).records
             except ValidationError as err:
-                return error(400, describe(err))
+                return error(400, describe(err), "bad_input")
             except ValueError as err:  # not JSON, or a key given twice
-                return error(400, str(err))
+                return error(400, str(err), "bad_input")
             try:
                 answers = await self._submit(records)
             except Overloaded as err:
-                return error(503, str(err), retry_after=1)
+                return error(503, str(err), "overloaded", retry_after=1)
             return Answer(200, pydantic_core.to_json(answers))
 
         def score_batch(self, records: list) -> list[dict]:
@@ -298,6 +322,9 @@ def build(settings: Settings) -> Any:
 
         def _count(self, scored: scorer.Scored, version: str) -> None:
             meters.batch_size.observe(len(scored.probability))
+            histogram = meters.score.labels(model_version=version)
+            for p in scored.probability.tolist():
+                histogram.observe(p)
             for decision, n in collections.Counter(scored.decision.tolist()).items():
                 meters.decisions.labels(decision=decision, model_version=version).inc(n)
             for col, n in zip(

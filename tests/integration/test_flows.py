@@ -17,7 +17,7 @@ from pipelines.config import load_settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.model import fit
 from pipelines.io import registry, storage
-from tests.conftest import SMALL_PARAMS, make_repo, run
+from tests.conftest import SMALL_PARAMS, eventually, make_repo, run
 from tests.integration.conftest import PrefectServer, start_service
 from tests.integration.test_service import record
 
@@ -173,3 +173,103 @@ def test_the_gate_refuses_a_worse_challenger_and_the_champion_keeps_serving(
         service.stop()
     assert latest_flow_run(prefect_server, "deploy")["state_type"] == "COMPLETED"
     assert worse in registry.versions()  # refused, yet kept in the store for the record
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that keeps every body it is sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                bodies.append(self.rfile.read(int(self.headers["content-length"])).decode())
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_failed_run_and_a_refused_challenger_notify_through_the_block(
+    prefect_server: PrefectServer, served_repo: Path
+) -> None:
+    receiver = Receiver()
+    env = flow_env(prefect_server, served_repo)
+    s = load_settings(served_repo / "params.yaml")
+    try:
+        setup = (
+            "from prefect.blocks.notifications import CustomWebhookNotificationBlock as W; "
+            f"W(name='hook', url={receiver.url!r}, json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}})"
+            ".save('test-hook', overwrite=True); "
+            "from flows.notify import ensure; print(ensure('custom-webhook/test-hook'))"
+        )
+        assert (
+            "notify on a failed flow run"
+            in run([sys.executable, "-c", setup], served_repo, env=env).stdout
+        )
+
+        failed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flows.deploy",
+                "--challenger",
+                "fraud-model:missing",
+                "--no-rollout",
+            ],
+            cwd=served_repo,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert failed.returncode != 0
+        eventually(
+            lambda: any(
+                "ended Failed" in b and "not in the model store" in b for b in receiver.bodies
+            ),
+            60,
+        )
+
+        shuffle = (
+            "import numpy as np; from pipelines.config import load_settings; "
+            "from pipelines.core.features import FeatureSpec; from pipelines.core.model import fit; "
+            "from pipelines.io import registry, storage; "
+            f"s = load_settings({str(served_repo / 'params.yaml')!r}); "
+            f"t = storage.read_parquet({str(served_repo / s.paths.features / 'train.parquet')!r}); "
+            "y = np.random.default_rng(1).permutation(t[s.contract.target].to_numpy(dtype=int)); "
+            "print(registry.save(fit('lightgbm', t, y, FeatureSpec.from_settings(s), s.train.lightgbm, 2), {}))"
+        )
+        worse = run([sys.executable, "-c", shuffle], served_repo, env=env).stdout.strip()
+        run(
+            [sys.executable, "-m", "flows.deploy", "--challenger", worse, "--no-rollout"],
+            served_repo,
+            env=env,
+        )
+        eventually(lambda: any(f"The gate refused {worse}" in b for b in receiver.bodies), 60)
+        assert (
+            len([b for b in receiver.bodies if "ended Failed" in b]) == 1
+        )  # a refusal is no failure
+    finally:
+        receiver.close()
+        run(
+            [
+                sys.executable,
+                "-c",
+                "from prefect.automations import Automation; "
+                "[Automation.read(name=n).delete() for n in ('pipelines: notify on a failed flow run', "
+                "'pipelines: notify on a refused challenger')]",
+            ],
+            served_repo,
+            env=env,
+        )

@@ -213,7 +213,7 @@ def test_the_service_accepts_exactly_what_its_openapi_document_says(
         tmp_path,
         check=False,
     )
-    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
+    assert res.returncode == 0, res.stdout[-12000:] + res.stderr[-2000:]
 
 
 def post(service: Service, body: bytes, **headers: str) -> httpx.Response:

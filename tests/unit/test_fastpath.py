@@ -1,6 +1,7 @@
 """The ASGI middlewares in front of BentoML's endpoint: the /score fast path answers what its
-handler answers and hands everything else to BentoML with the body intact; the edge refuses
-non-JSON declarations and, while the service is not ready, answers with the reasons."""
+handler answers (a refusal counted by cause) and leaves everything else to BentoML with the body
+intact; the edge refuses non-JSON declarations and oversize bodies and, while the service is not
+ready, answers with the reasons."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.serving.edge import Edge, Hooks
+from pipelines.serving.edge import Answer, Edge, Hooks, error
 from pipelines.serving.fastpath import FastPath
 
 
@@ -66,10 +67,12 @@ class Endpoint:
         await send({"type": "http.response.body", "body": b"from bentoml"})
 
 
-async def handler(body: bytes) -> bytes | None:
+async def handler(body: bytes) -> Answer:
     if body == b"boom":
         raise RuntimeError("scoring failed")
-    return b'{"ok":' + body + b"}" if body.isdigit() else None
+    if not body.isdigit():
+        return error(400, "not a number", "bad_input")
+    return Answer(200, b'{"ok":' + body + b"}")
 
 
 @pytest.fixture
@@ -77,11 +80,15 @@ def handled() -> Endpoint:
     return Endpoint()
 
 
-HOOKS = Hooks(score=handler)
+def hooks(**kw: Any) -> tuple[Hooks, list[str]]:
+    """Hooks with `handler`, counting refusals by cause."""
+    causes: list[str] = []
+    return Hooks(score=handler, refused=causes.append, **kw), causes
 
 
 def test_fast_path_answers_what_its_handler_answers(handled: Endpoint) -> None:
-    sent = call(FastPath(handled, HOOKS, server_header="S"), "POST", "/score", [b"4", b"2"])
+    h, causes = hooks()
+    sent = call(FastPath(handled, h, server_header="S"), "POST", "/score", [b"4", b"2"])
     assert sent[0]["status"] == 200
     assert dict(sent[0]["headers"]) == {
         b"content-type": b"application/json",
@@ -89,34 +96,43 @@ def test_fast_path_answers_what_its_handler_answers(handled: Endpoint) -> None:
         b"content-length": b"9",
     }
     assert sent[1]["body"] == b'{"ok":42}'
-    assert handled.bodies == []
+    refused = call(FastPath(handled, h), "POST", "/score", [b"x"])
+    assert refused[0]["status"] == 400 and json.loads(refused[1]["body"]) == {
+        "error": "not a number"
+    }
+    assert handled.bodies == [] and causes == ["bad_input"]
 
 
-def test_fast_path_hands_the_rest_to_the_endpoint_with_the_body_intact(handled: Endpoint) -> None:
-    app = FastPath(handled, HOOKS)
-    sent = call(app, "POST", "/score", [b'{"records": ', b"[]}"])  # the handler declines
-    assert sent[0]["status"] == 400 and sent[1]["body"] == b"from bentoml"
+def test_fast_path_leaves_other_requests_to_the_endpoint_with_the_body_intact(
+    handled: Endpoint,
+) -> None:
+    app = FastPath(handled, hooks()[0])
     call(app, "GET", "/score", [b""])
     call(app, "POST", "/other", [b"7"])
-    assert handled.bodies == [b'{"records": []}', b"", b"7"]
+    call(
+        FastPath(handled, Hooks()), "POST", "/score", [b'{"records": ', b"[]}"]
+    )  # no handler (yet)
+    assert handled.bodies == [b"", b"7", b'{"records": []}']
 
 
 def test_fast_path_turns_a_scoring_error_into_a_500(handled: Endpoint) -> None:
-    sent = call(FastPath(handled, HOOKS), "POST", "/score", [b"boom"])
+    h, causes = hooks()
+    sent = call(FastPath(handled, h), "POST", "/score", [b"boom"])
     assert sent[0]["status"] == 500 and b"unexpected error" in sent[1]["body"]
-    assert handled.bodies == []
+    assert handled.bodies == [] and causes == ["error"]
 
 
-def test_fast_path_leaves_everything_to_the_endpoint_before_the_service_plugs_in(
-    handled: Endpoint,
-) -> None:
-    sent = call(FastPath(handled, Hooks()), "POST", "/score", [b"42"])
-    assert sent[0]["status"] == 400 and handled.bodies == [b"42"]
+def test_fast_path_stops_reading_a_body_past_the_limit(handled: Endpoint) -> None:
+    h, causes = hooks(max_body_bytes=10)
+    sent = call(FastPath(handled, h), "POST", "/score", [b"12345", b"67890", b"1", b"never read"])
+    assert sent[0]["status"] == 413 and b"max_body_bytes=10" in sent[1]["body"]
+    assert causes == ["too_large"]
 
 
 def test_the_edge_refuses_a_non_json_declaration_with_415(handled: Endpoint) -> None:
+    h, causes = hooks()
     sent = call(
-        Edge(handled, Hooks()),
+        Edge(handled, h),
         "POST",
         "/score",
         [b"x"],
@@ -126,12 +142,21 @@ def test_the_edge_refuses_a_non_json_declaration_with_415(handled: Endpoint) -> 
     assert json.loads(sent[1]["body"]) == {
         "error": "content-type must be application/json, not 'multipart/form-data'"
     }
-    assert handled.bodies == []
+    assert handled.bodies == [] and causes == ["media_type"]
+
+
+def test_the_edge_refuses_a_declared_oversize_body_before_reading_it(handled: Endpoint) -> None:
+    h, causes = hooks(max_body_bytes=100)
+    sent = call(
+        Edge(handled, h), "POST", "/score", [b"x" * 10], headers=[(b"content-length", b"101")]
+    )
+    assert sent[0]["status"] == 413 and causes == ["too_large"] and handled.bodies == []
 
 
 def test_a_service_that_is_not_ready_says_why_at_readyz_and_at_score(handled: Endpoint) -> None:
     reasons = ["no champion: promote a model first"]
-    edge = Edge(handled, Hooks(not_ready=lambda: reasons))
+    causes: list[str] = []
+    edge = Edge(handled, Hooks(not_ready=lambda: reasons, refused=causes.append))
     ready = call(edge, "GET", "/readyz", [b""])
     assert ready[0]["status"] == 503 and json.loads(ready[1]["body"]) == {
         "ready": False,
@@ -142,7 +167,7 @@ def test_a_service_that_is_not_ready_says_why_at_readyz_and_at_score(handled: En
     assert json.loads(scored[1]["body"]) == {
         "error": "the service is not ready: no champion: promote a model first"
     }
-    assert handled.bodies == []
+    assert handled.bodies == [] and causes == ["not_ready"]
     reasons.clear()  # ready: BentoML answers both
     call(edge, "GET", "/readyz", [b""])
     call(edge, "POST", "/score", [b"{}"])

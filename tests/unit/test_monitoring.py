@@ -1,0 +1,127 @@
+"""The monitoring files: alert rules that promtool accepts and whose unit tests fire and clear
+every alert, a Prometheus config that loads them, and a Grafana dashboard whose every query names
+series the service, BentoML or the drift check export."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from pipelines import runtime
+from pipelines.io import drift_metrics
+from pipelines.serving import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+MONITORING = ROOT / "monitoring"
+RULES = MONITORING / "alerts.yml"
+DASHBOARD = MONITORING / "grafana" / "fraud-service.json"
+# What the queries may name: our series (histograms and counters with Prometheus' suffixes),
+# BentoML's, and Prometheus' own `up`.
+OURS = [
+    metrics.MODEL_INFO,
+    metrics.READY,
+    metrics.NOT_READY,
+    metrics.CHAMPION_AGE,
+    metrics.LOG_LAG,
+    metrics.LOG_PENDING,
+    metrics.LOG_SPOOLED,
+    *(f"{h}_bucket" for h in (metrics.BATCH_SIZE, metrics.SCORE)),
+    *(f"{c}_total" for c in (metrics.DECISIONS, metrics.UNKNOWN_CATEGORY, metrics.REFUSED)),
+    metrics.REQUESTS,
+    f"{metrics.LATENCY}_bucket",
+    drift_metrics.VERDICT,
+    drift_metrics.FOUND,
+    drift_metrics.COLUMN_SCORE,
+    drift_metrics.COLUMN_THRESHOLD,
+    drift_metrics.PREDICTION_SCORE,
+    drift_metrics.QUALITY,
+    drift_metrics.QUALITY_FLOOR,
+    drift_metrics.LABELLED,
+    drift_metrics.WINDOW_ROWS,
+    drift_metrics.LAST_SUCCESS,
+    drift_metrics.LAST_FAILURE,
+    "up",
+]
+PROMQL_WORDS = {
+    "sum",
+    "rate",
+    "histogram_quantile",
+    "max",
+    "min",
+    "scalar",
+    "time",
+    "absent",
+    "or",
+    "and",
+    "unless",
+    "bool",
+    "on",
+    "ignoring",
+}
+
+
+def series_in(expr: str) -> set[str]:
+    """Metric names a PromQL expression reads: its identifiers once label matchers, grouping
+    clauses, ranges and strings are taken out, minus PromQL's own words."""
+    bare = re.sub(r"\{[^}]*\}|\b(?:by|without)\s*\([^)]*\)|\[[^\]]*\]|\"[^\"]*\"", "", expr)
+    return set(re.findall(r"\b[a-zA-Z_][a-zA-Z0-9_]*\b", bare)) - PROMQL_WORDS
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [runtime.os_tool("promtool"), *args], cwd=MONITORING, capture_output=True, text=True
+    )
+
+
+def test_the_rules_are_valid_and_their_unit_tests_fire_and_clear_every_alert() -> None:
+    checked = promtool("check", "rules", str(RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = promtool("test", "rules", "alerts.test.yml")
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((MONITORING / "alerts.test.yml").read_text())["tests"]
+    fired = {
+        case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]
+    }
+    assert fired == alerts  # every alert is shown to fire at least once
+    assert promtool("check", "config", "prometheus.yml").returncode == 0
+
+
+def test_every_alert_has_a_runbook_and_names_only_exported_series() -> None:
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            assert len(rule["annotations"]["runbook"]) > 40, rule["alert"]
+            assert rule["labels"]["severity"] in ("page", "ticket")
+            unknown = series_in(rule["expr"]) - set(OURS)
+            assert not unknown, (rule["alert"], unknown)
+
+
+def test_the_dashboard_parses_has_a_model_version_variable_and_queries_exported_series() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "label_values(fraud_decisions_total, model_version)" in json.dumps(
+        variables["model_version"]
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 15
+    for expr in exprs:
+        unknown = series_in(expr) - set(OURS)
+        assert not unknown, (expr, unknown)
+    used = set().union(*(series_in(e) for e in exprs))
+    assert {
+        metrics.SCORE + "_bucket",
+        metrics.DECISIONS + "_total",
+        drift_metrics.COLUMN_SCORE,
+        drift_metrics.QUALITY,
+        metrics.CHAMPION_AGE,
+    } <= used
+    assert any("$model_version" in e for e in exprs)
+
+
+def test_the_series_check_sees_what_it_should() -> None:
+    assert series_in('sum(rate(fraud_x_total{a="b"}[5m])) / scalar(up)') == {"fraud_x_total", "up"}
+    assert series_in("fraud_drift_verdict == 2") == {"fraud_drift_verdict"}
