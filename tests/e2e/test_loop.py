@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -56,9 +55,7 @@ LOOP_PARAMS = {
 
 
 def api(server: PrefectServer, path: str, body: dict | None = None) -> list[dict] | dict:
-    resp = httpx.post(f"{server.api_url}{path}", json=body or {}, timeout=10)
-    resp.raise_for_status()
-    return resp.json()
+    return server.call("POST", path, json=body or {}).json()
 
 
 def flow_runs(server: PrefectServer, flow_name: str) -> list[dict]:

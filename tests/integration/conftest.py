@@ -253,6 +253,17 @@ class PrefectServer:
             "PREFECT_LOGGING_LEVEL": "INFO",
         }
 
+    def call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """One API call, retried the way Prefect's own client retries: a busy server's SQLite
+        answers 503 (and 429/502 in front of it) for a moment under load; anything else raises."""
+        for attempt in range(6):
+            resp = httpx.request(method, f"{self.api_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+            if resp.status_code not in (429, 502, 503) or attempt == 5:
+                break
+            time.sleep(float(resp.headers.get("retry-after", 0)) or 2**attempt * 0.5)
+        resp.raise_for_status()
+        return resp
+
     def stop(self) -> None:
         stop_group(self.proc)
 

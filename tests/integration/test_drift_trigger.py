@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -148,10 +147,7 @@ def drift_check(server: PrefectServer) -> dict:
 
 def state_types(server: PrefectServer, flow_run: dict) -> list[str]:
     """Every state a flow run went through, in order."""
-    resp = httpx.get(
-        f"{server.api_url}/flow_run_states/", params={"flow_run_id": flow_run["id"]}, timeout=10
-    )
-    resp.raise_for_status()
+    resp = server.call("GET", "/flow_run_states/", params={"flow_run_id": flow_run["id"]})
     return [state["type"] for state in sorted(resp.json(), key=lambda st: st["timestamp"])]
 
 

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -34,9 +33,7 @@ def flow_env(server: PrefectServer, repo: Path) -> dict[str, str]:
 
 
 def api(server: PrefectServer, path: str, body: dict) -> list[dict]:
-    resp = httpx.post(f"{server.api_url}{path}", json=body, timeout=10)
-    resp.raise_for_status()
-    return resp.json()
+    return server.call("POST", path, json=body).json()
 
 
 def latest_flow_run(server: PrefectServer, flow_name: str) -> dict:
