@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo orchestrate train gate bento pull push rollout serve monitor test test-fast lint bench clean
+.PHONY: install demo orchestrate train gate bento pull push rollout serve monitor redis test test-fast lint bench clean
 
 $(UV):
 	$(SYSTEM_PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv "uv==$(strip $(UV_VERSION))"
@@ -25,14 +25,17 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
-# Servers the tests and `make monitor` run, from the Debian archive: downloaded and unpacked into
-# .tools/debian (no root, no system service started, nothing outside the checkout).
-DEBIAN_PACKAGES := prometheus prometheus-pushgateway
+# Servers the tests, `make monitor` and `make redis` run, and the benchmarks' load generator, from
+# the Debian archive: downloaded and unpacked into .tools/debian with the libraries they need
+# that a minimal Debian lacks (no root, no system service started, nothing outside the checkout).
+DEBIAN_PACKAGES := prometheus prometheus-pushgateway \
+	redis-server redis-tools libjemalloc2 liblzf1 \
+	wrk libluajit2-5.1-2 libluajit2-5.1-common
 DEBIAN := $(CURDIR)/.tools/debian
 $(DEBIAN)/.unpacked: Makefile
 	rm -rf $(DEBIAN) && mkdir -p $(DEBIAN)/archives
-	cd $(DEBIAN)/archives && apt-get download $(DEBIAN_PACKAGES) 2>&1 | grep -v "^W: Download is performed unsandboxed" || true
-	@ls $(DEBIAN)/archives/*.deb >/dev/null
+	cd $(DEBIAN)/archives && apt-get -q download $(DEBIAN_PACKAGES) >download.log 2>&1 \
+	  || { cat download.log; echo "apt-get download failed: is apt's package list current (apt-get update)?"; exit 1; }
 	for deb in $(DEBIAN)/archives/*.deb; do dpkg-deb -x "$$deb" $(DEBIAN); done
 	@touch $@
 
@@ -80,6 +83,11 @@ monitor: install  ## Prometheus (127.0.0.1:9090) and a Pushgateway (:9091) with 
 	  trap 'kill %1' EXIT; \
 	  $(DEBIAN)/usr/bin/prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=.monitoring \
 	    --web.listen-address=127.0.0.1:9090
+
+redis: install  ## Debian's redis-server on 127.0.0.1:6379 (data in .redis/), to try serving.feature_store: redis://127.0.0.1:6379/0
+	mkdir -p .redis
+	LD_LIBRARY_PATH=$(DEBIAN)/usr/lib/x86_64-linux-gnu $(DEBIAN)/usr/bin/redis-server \
+	  --bind 127.0.0.1 --port 6379 --dir $(CURDIR)/.redis --appendonly yes --save ""
 
 test: install  ## the whole test suite
 	python -m pytest

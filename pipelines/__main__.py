@@ -117,22 +117,6 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _compact(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.core.features import FeatureSpec
-    from pipelines.io.feature_store import SQLiteStore
-
-    store = SQLiteStore(settings.serving.feature_store, FeatureSpec.from_settings(settings))
-    try:
-        store.compact()
-        print(
-            f"compact: {store.count():,} events, old ones folded into per-card summaries "
-            f"({settings.serving.feature_store})"
-        )
-    finally:
-        store.close()
-    return 0
-
-
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     s = settings.serving
     cmd = [
@@ -175,10 +159,6 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "drift-check": (
         "one drift check now, without Prefect (the flow runs it on a schedule)",
         _drift_check,
-    ),
-    "compact": (
-        "fold the online store's old events into per-card summaries (off-peak: it locks writes)",
-        _compact,
     ),
     "serve": ("start the BentoML service on params' host:port", _serve),
     "demo": (

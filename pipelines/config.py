@@ -292,7 +292,31 @@ class Serving(_Frozen):
     review_threshold: float = Field(0.2, gt=0, lt=1)
     decline_threshold: float = Field(0.6, gt=0, lt=1)
     feature_store: Location = Field(
-        "data/online/features.sqlite", description="SQLite file of the online feature store."
+        "data/online/features.sqlite",
+        description=(
+            "The online feature store: a path or sqlite:///path (a file for the workers of one "
+            "host), or redis://[:password@]host:port/db[?prefix=name] (one store for every "
+            "replica; rediss:// for TLS)."
+        ),
+    )
+    store_timeout_seconds: float = Field(
+        0.25,
+        gt=0,
+        description=(
+            "How long a request waits for a network store before scoring without history "
+            "(then no request waits for it until it answers again)."
+        ),
+    )
+    store_retry_seconds: float = Field(
+        1.0, gt=0, description="How often an unavailable store is probed, and replayed into."
+    )
+    store_replay_max_events: int = Field(
+        100_000,
+        gt=0,
+        description=(
+            "Events kept per worker while the store is unavailable, replayed once it answers; "
+            "beyond, the oldest are dropped (counted): memory stays bounded in a long outage."
+        ),
     )
     prediction_log: Location = Field(
         "data/predictions", description="URL of the partitioned Parquet prediction log."

@@ -67,19 +67,31 @@ def tools_first_on_path() -> None:
     os.environ["PATH"] = os.pathsep.join([first, *rest])
 
 
+def _debian() -> Path:
+    return Path(sys.prefix).parent / ".tools" / "debian"
+
+
 def os_tool(name: str) -> str:
     """The absolute path of `name` from the Debian packages the project unpacks (`make install`
-    puts them under .tools/debian, beside the virtualenv).
+    puts them under .tools/debian, beside the virtualenv); run it with `os_tool_env()`.
 
     Raises FileNotFoundError naming the tool and the fix when it is not there.
     """
-    path = Path(sys.prefix).parent / ".tools" / "debian" / "usr" / "bin" / name
+    path = _debian() / "usr" / "bin" / name
     if not path.is_file():
         raise FileNotFoundError(
             f"{name} is not unpacked at {path}: run `make install` "
             "(servers come from the Debian archive through the Makefile)"
         )
     return str(path)
+
+
+def os_tool_env() -> dict[str, str]:
+    """The environment an unpacked tool runs in: `os.environ` with the unpacked shared libraries
+    (e.g. redis-server's libjemalloc) found first."""
+    libs = [str(p) for p in (_debian() / "usr" / "lib").glob("*-linux-gnu") if p.is_dir()]
+    rest = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*libs, *rest])}
 
 
 def tool(name: str) -> str:

@@ -1,14 +1,15 @@
 """The one definition of the model's features, offline and online.
 
 `build_features(events, spec)` computes, for every row of `events`, request-level features and
-history features of its entity that use only *strictly earlier* events of that entity (by
-millisecond timestamp; events at the same millisecond do not see each other). Offline, `events`
-is the whole dataset. Online, the service calls `online_features(batch, past, spec, folded)`:
-the same computation on plain arrays, over the entity's stored events followed by the batch,
-optionally continuing from a store's per-entity summary of events older than the longest window
-(`Folded`), so a long history is not re-read per request. `features_for(batch, history, spec)`
-is that path on pandas frames (tests and tools). The same events give the same numbers, which is
-what the skew test checks.
+history features of its entity. A row at minute `m` sees its entity's events of *strictly earlier
+minutes* (events of the same minute do not see each other); a window of `w` hours covers the
+minutes from `m - 60 w` rounded down to the window's resolution (`core.history.resolution`: 1 h
+in minutes, 24 h in quarter hours, 7 d in hours) up to `m`. Offline, `events` is the whole
+dataset. Online, the service calls `online_features(batch, histories, spec)` with each entity's
+bounded history from the online store (`core.history`: buckets aligned to those resolutions, the
+totals of everything older): a bucket is a weighted row of the same computation, so the same
+events give the same numbers, which is what the skew tests check.
+`features_for(batch, earlier_events, spec)` is that path on pandas frames (tests and tools).
 
 All arithmetic on an entity's history is done within that entity's group, in time order, so a
 row's values do not depend on which other entities happen to be in the frame.
@@ -23,6 +24,16 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import Contract, Settings
+from pipelines.core.history import (
+    MS_PER_MINUTE,
+    History,
+    Plan,
+    fold,
+    is_late,
+    plan,
+    resolution,
+    window_start,
+)
 
 _MS_PER_HOUR = 3_600_000
 
@@ -76,7 +87,7 @@ class FeatureSpec:
 
     @property
     def history_columns(self) -> list[str]:
-        """What the online store must keep per event to recompute history features."""
+        """What the online store reads from each event to keep its history."""
         c = self.contract
         cols = [c.id, c.timestamp]
         if c.entity:
@@ -84,6 +95,11 @@ class FeatureSpec:
         if c.amount:
             cols.append(c.amount)
         return cols + [n for n in c.novelty if n not in cols]
+
+    @property
+    def windows(self) -> Plan:
+        """Each window in minutes with its resolution (`core.history.resolution`)."""
+        return plan([60 * w for w in self.windows_hours])
 
 
 def to_ms(ts: pd.Series) -> np.ndarray:
@@ -96,171 +112,185 @@ def to_ms(ts: pd.Series) -> np.ndarray:
 
 
 def build_features(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Features for every row of `events`, indexed like `events`."""
+    """Features for every row of `events` (rows × `spec.names`), indexed like `events`."""
     cols = event_columns(events, spec)  # converted once, for both the history and the rest
-    history = _history(_batch_history_arrays(cols, spec), spec) if spec.has_history else {}
+    history = _history(_event_rows(cols, spec), spec) if spec.has_history else {}
     return pd.DataFrame(_assemble(cols, history, spec), index=events.index)
 
 
-def features_for(batch: pd.DataFrame, history: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Online path: features of `batch` rows given their entities' earlier stored events.
-
-    The history features are computed over the stored events followed by the batch, exactly as
-    `build_features` computes them over the whole dataset, and only the batch's rows are kept.
-    """
-    past = history_arrays(history, spec) if spec.has_history and len(history) else None
-    return pd.DataFrame(online_features(event_columns(batch, spec), past, spec), index=batch.index)
-
-
-@dataclass(frozen=True)
-class Coded:
-    """A string column as codes into `levels` (NaN: missing): the online store's compact form.
-    History features only compare these values for equality, so codes give the same numbers
-    without a Python object per stored value."""
-
-    codes: np.ndarray  # float64
-    levels: list[str]
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def extended(self, values: np.ndarray) -> Coded:
-        """These codes followed by `values` (strings or missing) encoded with the same levels."""
-        index = {v: float(i) for i, v in enumerate(self.levels)}
-        new = np.fromiter(
-            (
-                index.setdefault(v, float(len(index))) if isinstance(v, str) else np.nan
-                for v in values
-            ),
-            np.float64,
-            len(values),
-        )
-        return Coded(np.concatenate([self.codes, new]), list(index))
+def features_for(batch: pd.DataFrame, earlier: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """The online path on frames: features of `batch` rows given their entities' `earlier`
+    events (`spec.history_columns`), folded into bounded histories as a store would."""
+    cols = event_columns(batch, spec)
+    histories = histories_of(earlier, spec) if spec.has_history else {}
+    features, _ = online_features(cols, histories, spec)
+    return pd.DataFrame(features, index=batch.index)
 
 
-@dataclass(frozen=True)
-class Folded:
-    """What an online store folded away per entity: all its events before a cutoff, summarised.
-    Its sums must be running sums in time order (as `build_features` adds them), so features
-    that continue them equal the offline ones."""
-
-    entities: list[str]
-    n: np.ndarray  # events folded
-    sum: np.ndarray  # of the amounts (zeros without contract.amount)
-    sq: np.ndarray  # of the squared amounts
-    last: np.ndarray  # int64 ms of the latest folded event
-    seen: dict[str, list[frozenset[str]]]  # novelty column → per entity, the values folded
+def histories_of(events: pd.DataFrame, spec: FeatureSpec) -> dict[str, History]:
+    """Each entity's bounded history of `events` (`spec.history_columns`; what a store holds
+    after appending them). Rows without an entity are not part of any history."""
+    cols = event_columns(events, spec, history_only=True)
+    out: dict[str, History] = {}
+    entity = cols[spec.entity]
+    for key, rows in pd.Series(np.arange(len(entity))).groupby(entity, sort=False):
+        out[str(key)] = append_to(History(), {k: v[rows.to_numpy()] for k, v in cols.items()}, spec)
+    return out
 
 
-Past = Mapping[str, "np.ndarray | Coded"]
+def append_to(history: History, batch: Mapping[str, np.ndarray], spec: FeatureSpec) -> History:
+    """`history` with the events of `batch` (`event_columns` layout, one entity) folded in."""
+    c = spec.contract
+    amount = batch[c.amount] if c.amount else np.zeros(len(batch[c.timestamp]))
+    values = {col: [v if isinstance(v, str) else None for v in batch[col]] for col in c.novelty}
+    return fold(
+        history,
+        np.asarray(batch[c.timestamp], np.int64),
+        np.asarray(amount, np.float64),
+        values,
+        spec.windows,
+    )
 
 
 def online_features(
-    batch: dict[str, np.ndarray], past: Past | None, spec: FeatureSpec, folded: Folded | None = None
-) -> dict[str, np.ndarray]:
-    """`features_for` on plain arrays, the serving hot path (a pandas frame per batch costs more
-    than the arithmetic). `batch` is `event_columns`' layout, `past` is `history_arrays`' one
-    (its string columns may be `Coded`), or None: no stored events. Returns `spec.names` → one
-    array each, in batch row order.
-
-    With `folded`, `past` holds for its entities only the events from the cutoff on, and every
-    batch row of such an entity must be at least the longest window after the cutoff (the
-    store reads full histories otherwise): the windows then see only unfolded events, and the
-    counts, sums and novelty continue from the summary."""
-    if not spec.has_history:
-        return _assemble(batch, {}, spec)
-    arrays: dict[str, np.ndarray | Coded] = dict(_batch_history_arrays(batch, spec))
-    if folded is not None:
-        start = past["entity"] if past is not None and len(past["ts"]) else Coded(np.zeros(0), [])
-        if not isinstance(start, Coded):
-            raise TypeError("folded history needs the store's coded entities")
-        arrays["entity"] = start.extended(batch[spec.entity])
-    if past is not None and len(past["ts"]):
-        arrays = {k: _join(past[k], v) for k, v in arrays.items()}
-    cols = {k: v.codes if isinstance(v, Coded) else v for k, v in arrays.items()}
+    batch: Mapping[str, np.ndarray], histories: Mapping[str, History], spec: FeatureSpec
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The serving hot path on plain arrays (a pandas frame per batch costs more than the
+    arithmetic): features of the `batch` rows (`event_columns` layout) given each entity's stored
+    history (missing: a new entity). Returns `spec.names` → one array each in batch row order,
+    and a mask of the rows whose history features could not be computed (events further behind
+    their entity's newest event than `core.history.LATE_SLACK`: scored on request-level features,
+    their history features missing)."""
     n = len(batch[spec.contract.timestamp])
-    base = _base(arrays["entity"], batch, folded, spec) if folded is not None else None
-    history = {k: v[len(v) - n :] for k, v in _history(cols, spec, base).items()}
-    return _assemble(batch, history, spec)
+    if not spec.has_history:
+        return _assemble(batch, {}, spec), np.zeros(n, dtype=bool)
+    rows = _event_rows(batch, spec)
+    entities = batch[spec.entity]
+    known = [histories.get(e) if isinstance(e, str) else None for e in entities.tolist()]
+    minutes = batch[spec.contract.timestamp] // MS_PER_MINUTE
+    late = np.fromiter(
+        (
+            h is not None and is_late(h, int(m))
+            for h, m in zip(known, minutes.tolist(), strict=True)
+        ),
+        bool,
+        n,
+    )
+    stored = {e: h for e, h in zip(entities.tolist(), known, strict=True) if h is not None}
+    buckets = _bucket_rows(stored, spec)
+    joined = {k: np.concatenate([buckets[k], rows[k]]) for k in rows}
+    base = _base(stored, known, batch, spec)
+    history = {k: v[len(v) - n :] for k, v in _history(joined, spec, base).items()}
+    for name in history:
+        history[name] = np.where(late, np.nan, history[name])
+    return _assemble(batch, history, spec), late
 
 
-def _join(past: np.ndarray | Coded, batch: np.ndarray | Coded) -> np.ndarray | Coded:
-    if isinstance(batch, Coded):  # the entity column, already joined
-        return batch
-    return past.extended(batch) if isinstance(past, Coded) else np.concatenate([past, batch])
+def request_features(batch: Mapping[str, np.ndarray], spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The features of the `batch` rows (`event_columns` layout) without any history: the
+    request-level ones, every history feature missing (when the online store cannot answer)."""
+    n = len(batch[spec.contract.timestamp])
+    return _assemble(batch, {name: np.full(n, np.nan) for name in spec.history_names}, spec)
+
+
+def _event_rows(cols: Mapping[str, np.ndarray], spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Events as rows of the history computation: each counts once, with its amount."""
+    c = spec.contract
+    n = len(cols[c.timestamp])
+    amount = np.asarray(cols[c.amount], np.float64) if c.amount else np.zeros(n)
+    out = {
+        "ts": np.asarray(cols[c.timestamp], np.int64),
+        "minute": np.asarray(cols[c.timestamp], np.int64) // MS_PER_MINUTE,
+        "entity": cols[spec.entity],
+        "count": np.ones(n),
+        "amount": amount,
+        "square": amount * amount,
+    }
+    for col in c.novelty:
+        out[f"novelty:{col}"] = cols[col]
+    return out
+
+
+def _bucket_rows(histories: Mapping[str, History], spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Stored buckets as weighted rows: a bucket counts its events and carries their sums; its
+    minute is its first, its timestamp its latest event's. Buckets carry no category value
+    (novelty is looked up in the histories' first-seen minutes instead)."""
+    parts = list(histories.items())
+    entity = np.empty(sum(len(h.minute) for _, h in parts), dtype=object)
+    start = 0
+    for e, h in parts:
+        entity[start : start + len(h.minute)] = e
+        start += len(h.minute)
+
+    def cat(name: str, dtype: type) -> np.ndarray:
+        return np.concatenate([getattr(h, name) for _, h in parts]) if parts else np.zeros(0, dtype)
+
+    out = {
+        "ts": cat("last_ms", np.int64),
+        "minute": cat("minute", np.int64),
+        "entity": entity,
+        "count": cat("count", np.float64),
+        "amount": cat("amount", np.float64),
+        "square": cat("square", np.float64),
+    }
+    for col in spec.contract.novelty:
+        out[f"novelty:{col}"] = np.full(len(entity), None, dtype=object)
+    return out
 
 
 def _base(
-    entity: np.ndarray | Coded, batch: dict[str, np.ndarray], folded: Folded, spec: FeatureSpec
+    stored: Mapping[str, History],
+    known: list[History | None],
+    batch: Mapping[str, np.ndarray],
+    spec: FeatureSpec,
 ) -> dict[str, np.ndarray]:
-    """Per row, its entity's folded summary (zeros for entities without one). Novelty is only
-    looked up for the batch rows: the stored rows' own features are not kept."""
-    assert isinstance(entity, Coded)
-    where = {e: i for i, e in enumerate(folded.entities)}
-    slot = np.array([where.get(e, -1) for e in entity.levels], dtype=np.int64)
-    known = ~np.isnan(entity.codes)  # a missing entity has no summary
-    row = np.full(len(entity.codes), -1, dtype=np.int64)
-    row[known] = slot[entity.codes[known].astype(np.int64)]
-    has = row >= 0
-    pick = np.maximum(row, 0)
+    """Per row of `_bucket_rows(stored)` followed by the batch rows (whose entities' histories
+    are `known`, None for a new one), what its entity's folded events contribute, and for the
+    batch rows whether each novelty value was seen in an earlier minute."""
+    sizes = [len(h.minute) for h in stored.values()]
+    own = [h if h is not None else History() for h in known]
 
-    def take(values: np.ndarray, empty: float | int) -> np.ndarray:
-        return np.where(has, values[pick] if len(values) else empty, empty)
+    def per_row(name: str, dtype: type) -> np.ndarray:
+        buckets = np.repeat(np.array([getattr(h, name) for h in stored.values()], dtype), sizes)
+        return np.concatenate([buckets, np.array([getattr(h, name) for h in own], dtype)])
 
     base = {
-        "n": take(folded.n, 0.0),
-        "sum": take(folded.sum, 0.0),
-        "sq": take(folded.sq, 0.0),
-        "last": take(folded.last, 0),
+        "n": per_row("folded_n", np.float64),
+        "sum": per_row("folded_sum", np.float64),
+        "sq": per_row("folded_sq", np.float64),
+        "last": per_row("folded_last_ms", np.int64),
     }
-    total, n = len(row), len(batch[spec.contract.timestamp])
+    minutes = (batch[spec.contract.timestamp] // MS_PER_MINUTE).tolist()
     for col in spec.contract.novelty:
-        seen = np.zeros(total, dtype=bool)
-        sets = folded.seen[col]
-        seen[total - n :] = [
-            r >= 0 and v in sets[r]
-            for r, v in zip(row[total - n :].tolist(), batch[col], strict=True)
+        seen = [
+            isinstance(v, str) and h.seen.get(col, {}).get(v, m) < m
+            for h, v, m in zip(own, batch[col].tolist(), minutes, strict=True)
         ]
-        base[f"seen:{col}"] = seen
+        base[f"seen:{col}"] = np.concatenate(
+            [np.zeros(sum(sizes), dtype=bool), np.array(seen, bool)]
+        )
     return base
 
 
-def event_columns(events: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
+def event_columns(
+    events: pd.DataFrame, spec: FeatureSpec, history_only: bool = False
+) -> dict[str, np.ndarray]:
     """What the features read from events, as arrays: the timestamp as int64 ms, numerics as
-    float64, categorical and novelty columns as objects, the entity as objects."""
+    float64, categorical, novelty and entity columns as objects. `history_only`: just what a
+    history keeps (`spec.history_columns` but the id)."""
     c = spec.contract
     out = {c.timestamp: to_ms(events[c.timestamp])}
-    for col in c.numeric:
+    numeric = ([c.amount] if c.amount else []) if history_only else list(c.numeric)
+    text = [] if history_only else list(c.categorical)
+    for col in dict.fromkeys(numeric):
         out[col] = pd.to_numeric(events[col], errors="raise").to_numpy(np.float64)
-    for col in dict.fromkeys([*c.categorical, *c.novelty, *([c.entity] if c.entity else [])]):
+    for col in dict.fromkeys([*text, *c.novelty, *([c.entity] if c.entity else [])]):
         out[col] = events[col].astype("string").to_numpy(dtype=object)
     return out
 
 
-def history_arrays(events: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """The columns history features read, as plain arrays (the online store's output layout):
-    "ts" int64 ms, "entity" and "novelty:<col>" objects, "amount" float64."""
-    c = spec.contract
-    out = {"ts": to_ms(events[c.timestamp]), "entity": events[c.entity].to_numpy(dtype=object)}
-    if c.amount:
-        out["amount"] = pd.to_numeric(events[c.amount], errors="raise").to_numpy(np.float64)
-    for col in c.novelty:
-        out[f"novelty:{col}"] = events[col].to_numpy(dtype=object)
-    return out
-
-
-def _batch_history_arrays(batch: dict[str, np.ndarray], spec: FeatureSpec) -> dict[str, np.ndarray]:
-    c = spec.contract
-    out = {"ts": batch[c.timestamp], "entity": batch[spec.entity]}
-    if c.amount:
-        out["amount"] = batch[c.amount]
-    for col in c.novelty:
-        out[f"novelty:{col}"] = batch[col]
-    return out
-
-
 def _assemble(
-    events: dict[str, np.ndarray], history: dict[str, np.ndarray], spec: FeatureSpec
+    events: Mapping[str, np.ndarray], history: dict[str, np.ndarray], spec: FeatureSpec
 ) -> dict[str, np.ndarray]:
     """Request-level features of `events` (`event_columns` layout) plus the history features,
     in `spec.names` order."""
@@ -277,64 +307,74 @@ def _assemble(
 
 
 def _history(
-    cols: dict[str, np.ndarray], spec: FeatureSpec, base: dict[str, np.ndarray] | None = None
+    cols: Mapping[str, np.ndarray], spec: FeatureSpec, base: dict[str, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
-    """The history features of every row. `base` (online, see `online_features`): per row, what
-    its entity's folded events contribute; without it the rows are the whole history."""
+    """The history features of every row (`_event_rows`' layout: a row counts `count` events with
+    amounts summing to `amount` and squares to `square`, from `minute` on, the latest at `ts`).
+    `base` (online): per row, what its entity's folded events contribute; without it the rows
+    are the whole history."""
     c = spec.contract
-    ts_ms = cols["ts"]
+    ts_ms = np.asarray(cols["ts"], np.int64)
+    minute = np.asarray(cols["minute"], np.int64)
     n = len(ts_ms)
     codes, _ = pd.factorize(cols["entity"], use_na_sentinel=True)
-    order = np.lexsort((ts_ms, codes))
-    code_s, ts_s = codes[order], ts_ms[order]
+    order = np.lexsort((ts_ms, minute, codes))
+    code_s, min_s, ts_s = codes[order], minute[order], ts_ms[order]
 
-    # One sortable int64 key per event: entity-major, time-minor. Searching it finds both the
-    # entity's first event and the first event at or after any instant of that entity.
-    t0 = int(ts_s.min()) if n else 0
-    span = (int(ts_s.max()) - t0 + 1) if n else 1
+    # One sortable int64 key per row: entity-major, minute-minor. Searching it finds both the
+    # entity's first row and the first row at or after any minute of that entity.
+    m0 = int(min_s.min()) if n else 0
+    span = (int(min_s.max()) - m0 + 1) if n else 1
     if n and (int(code_s.max()) + 2) * span >= 2**62:
         raise ValueError(
             "too many entities x time span for int64 history keys; split the data by time"
         )
-    key = code_s.astype(np.int64) * span + (ts_s - t0)
+    key = code_s.astype(np.int64) * span + (min_s - m0)
     group_start = np.searchsorted(key, code_s.astype(np.int64) * span, side="left")
-    first_same_ms = np.searchsorted(key, key, side="left")
-    n_prior = first_same_ms - group_start
+    first_same = np.searchsorted(key, key, side="left")  # the row's minute: not seen by the row
     b = {k: v[order] for k, v in base.items()} if base is not None else None
-    if b is not None:
-        n_prior = n_prior + b["n"].astype(np.int64)
+    zeros = np.zeros(n)
+    counts = _prefix_within_groups(
+        np.asarray(cols["count"], np.float64)[order],
+        group_start,
+        b["n"] if b is not None else zeros,
+    )
 
-    res: dict[str, np.ndarray] = {"hist_n_prior": n_prior.astype(np.float64)}
+    def before(prefix: np.ndarray, j: np.ndarray, start: np.ndarray) -> np.ndarray:
+        # Running sum of the group's values at sorted positions < j (`start` at its first).
+        return np.where(j > group_start, prefix[np.maximum(j - 1, 0)], start)
+
+    n0 = b["n"] if b is not None else zeros
+    n_prior = before(counts, first_same, n0)
+    res: dict[str, np.ndarray] = {"hist_n_prior": n_prior}
     has_prev = n_prior > 0
-    prev_ts = ts_s[np.maximum(first_same_ms - 1, 0)]
-    if b is not None:  # no earlier unfolded event: the previous one is the last folded
-        prev_ts = np.where(first_same_ms > group_start, prev_ts, b["last"])
+    prev_ts = ts_s[np.maximum(first_same - 1, 0)]
+    if b is not None:  # no earlier bucketed row: the previous event is the last folded one
+        prev_ts = np.where(first_same > group_start, prev_ts, b["last"])
     res["hist_secs_since_prev"] = np.where(has_prev, (ts_s - prev_ts) / 1000.0, np.nan)
 
     lefts = {}
     for w in spec.windows_hours:
-        left = np.maximum(np.searchsorted(key, key - w * _MS_PER_HOUR, side="left"), group_start)
+        start = window_start(min_s, 60 * w, resolution(60 * w))
+        target = code_s.astype(np.int64) * span + (start - m0)
+        left = np.maximum(np.searchsorted(key, target, side="left"), group_start)
         lefts[w] = left
-        res[f"hist_n_{w}h"] = (first_same_ms - left).astype(np.float64)
+        res[f"hist_n_{w}h"] = n_prior - before(counts, left, n0)
 
     if c.amount:
-        amount = cols["amount"][order]
-        # Running sums continue from the folded ones, in the same order of additions as offline.
-        sum0 = b["sum"] if b is not None else np.zeros(n)
-        sq0 = b["sq"] if b is not None else np.zeros(n)
+        amount = np.asarray(cols["amount"], np.float64)[order]
+        sum0 = b["sum"] if b is not None else zeros
+        sq0 = b["sq"] if b is not None else zeros
         sums = _prefix_within_groups(amount, group_start, sum0)
-        squares = _prefix_within_groups(amount * amount, group_start, sq0)
-
-        def before(prefix: np.ndarray, j: np.ndarray, start: np.ndarray) -> np.ndarray:
-            # Running sum of the group's values at sorted positions < j (`start` at its first).
-            return np.where(j > group_start, prefix[np.maximum(j - 1, 0)], start)
-
-        s_prior = before(sums, first_same_ms, sum0)
+        squares = _prefix_within_groups(
+            np.asarray(cols["square"], np.float64)[order], group_start, sq0
+        )
+        s_prior = before(sums, first_same, sum0)
         for w in spec.windows_hours:
             res[f"hist_amount_sum_{w}h"] = s_prior - before(sums, lefts[w], sum0)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mean = np.where(has_prev, s_prior / n_prior, np.nan)
-            var = (before(squares, first_same_ms, sq0) - s_prior * mean) / (n_prior - 1)
+            var = (before(squares, first_same, sq0) - s_prior * mean) / (n_prior - 1)
             std = np.where(n_prior > 1, np.sqrt(np.maximum(var, 0.0)), np.nan)
             res["hist_amount_mean"] = mean
             res["hist_amount_std"] = std
@@ -346,13 +386,14 @@ def _history(
             )
 
     for col in c.novelty:
-        values, _ = pd.factorize(cols[f"novelty:{col}"][order], use_na_sentinel=True)
-        # Rows are in (entity, time) order, so the first row of each (entity, value) pair is
-        # that value's first appearance for the entity. A missing value is never "new".
+        values, _ = pd.factorize(
+            np.asarray(cols[f"novelty:{col}"], dtype=object)[order], use_na_sentinel=True
+        )
+        # Rows are in (entity, minute) order, so the first row of each (entity, value) pair is
+        # that value's first minute for the entity. A missing value is never "new".
         pair = code_s.astype(np.int64) * (int(values.max(initial=0)) + 2) + (values + 1)
         _, first, which = np.unique(pair, return_index=True, return_inverse=True)
-        first_seen = ts_s[first][which]
-        new = (first_seen >= ts_s) & (values >= 0)
+        new = (min_s[first][which] >= min_s) & (values >= 0)
         if b is not None:
             new &= ~b[f"seen:{col}"]
         res[f"hist_new_{col}"] = new.astype(np.float64)

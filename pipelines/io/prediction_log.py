@@ -75,6 +75,7 @@ class LogColumn:
     UNKNOWN = "unknown_categories"  # comma-separated columns whose value the model never saw
     BATCH_ID = "batch_id"  # one id per model call
     SCORED_AT = "scored_at"  # naive UTC, microseconds: when the record was scored
+    HISTORY = "history"  # where the history features came from (serving.metrics.HISTORY_STATUSES)
 
 
 def part_name(day: dt.date, flushed_at: dt.datetime) -> str:

@@ -11,17 +11,18 @@ from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
 from pipelines.io import storage
-from pipelines.io.feature_store import SQLiteStore
+from pipelines.io.feature_store import open_store
 
 
 def run(settings: Settings, force: bool = False) -> int:
-    """Seed the store at `serving.feature_store` unless it already holds events (`force`: replace
-    them). Returns the exit code (0). Raises FileNotFoundError when there is no raw snapshot."""
+    """Seed the store at `serving.feature_store` (any kind `open_store` knows) unless it already
+    holds events (`force`: replace them). Returns the exit code (0). Raises FileNotFoundError
+    when there is no raw snapshot."""
     spec = FeatureSpec.from_settings(settings)
     if not spec.has_history:
         print("materialize: contract.entity is null: no history features, nothing to store")
         return 0
-    store = SQLiteStore(settings.serving.feature_store, spec)
+    store = open_store(settings.serving.feature_store, spec, timeout_seconds=30)
     try:
         if store.count() and not force:
             print(

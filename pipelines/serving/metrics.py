@@ -10,9 +10,10 @@ Prometheus' `_total` suffix there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from pipelines.config import METRIC_PREFIX
+from pipelines.serving.schema import HistoryStatus
 
 PREFIX = METRIC_PREFIX
 MODEL_INFO = f"{PREFIX}_model_info"  # gauge: 1 for the model version being served
@@ -27,10 +28,15 @@ REFUSED = f"{PREFIX}_requests_refused"  # counter by cause (REFUSAL_CAUSES)
 LOG_LAG = f"{PREFIX}_prediction_log_lag_seconds"  # gauge: since the log last delivered to its sink
 LOG_PENDING = f"{PREFIX}_prediction_log_pending_rows"  # gauge: buffered or spooled, not delivered
 LOG_SPOOLED = f"{PREFIX}_prediction_log_spooled_rows"  # gauge: waiting in the local spool
+HISTORY = f"{PREFIX}_history_records"  # counter by status (HISTORY_STATUSES): scored records
+STORE_UP = f"{PREFIX}_online_store_up"  # gauge: 1 while the online store answers, else 0
+STORE_PENDING = f"{PREFIX}_online_store_pending_events"  # gauge: waiting to be replayed
+STORE_DROPPED = f"{PREFIX}_online_store_dropped_events"  # counter: replay buffer overflowed
 
 # Why a request to /score was not scored (the `cause` label; the alert rules tell them apart).
 REFUSAL_CAUSES = ("bad_input", "too_large", "media_type", "not_ready", "overloaded", "error")
 NOT_READY_REASONS = ("no_champion", "store_not_seeded")
+HISTORY_STATUSES = get_args(HistoryStatus)  # the `status` label of HISTORY
 # BentoML's own series for every request, the fast path's included (its middleware runs first).
 REQUESTS = "bentoml_service_request_total"  # counter by endpoint and http_response_code
 LATENCY = "bentoml_service_request_duration_seconds"  # histogram by endpoint
@@ -52,6 +58,10 @@ class ServiceMetrics:
     log_lag: Any
     log_pending: Any
     log_spooled: Any
+    history: Any
+    store_up: Any
+    store_pending: Any
+    store_dropped: Any
 
 
 def create() -> ServiceMetrics:
@@ -123,6 +133,25 @@ def create() -> ServiceMetrics:
             name=LOG_SPOOLED,
             documentation="Logged rows waiting in the local spool for the sink.",
             multiprocess_mode="sum",
+        ),
+        history=m.Counter(
+            name=HISTORY,
+            documentation="Scored records by where their history features came from.",
+            labelnames=["status"],
+        ),
+        store_up=m.Gauge(
+            name=STORE_UP,
+            documentation="1 while the online feature store answers (every worker), else 0.",
+            multiprocess_mode="livemin",
+        ),
+        store_pending=m.Gauge(
+            name=STORE_PENDING,
+            documentation="Scored events kept to replay into the online store once it answers.",
+            multiprocess_mode="livesum",
+        ),
+        store_dropped=m.Counter(
+            name=STORE_DROPPED,
+            documentation="Events dropped from a full replay buffer (lost to the online store).",
         ),
     )
 

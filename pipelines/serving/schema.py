@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -177,6 +177,12 @@ def example_record(settings: Settings, when: dt.datetime | None = None) -> dict[
     return record
 
 
+# Where a scored record's history features came from: the online store; nowhere, as the event is
+# older than its card's history keeps exact (core.history.LATE_SLACK); nowhere, as the store did
+# not answer (the request-level features only).
+HistoryStatus = Literal["live", "late", "unavailable"]
+
+
 class Score(BaseModel):
     """One record's answer (the response is a list of them, in request order)."""
 
@@ -186,4 +192,12 @@ class Score(BaseModel):
     model_version: str
     unknown_categories: list[str] = Field(
         default_factory=list, description="Columns whose value the model never saw."
+    )
+    history: HistoryStatus = Field(
+        "live",
+        description=(
+            "Where the history features came from: the online store (live); none, as the event "
+            "is more than an hour behind its card's newest (late); none, as the store did not "
+            "answer (unavailable). Without history the score uses the request's own features."
+        ),
     )

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core.features import FeatureSpec, Folded, Past, online_features
+from pipelines.core.features import FeatureSpec, online_features, request_features
+from pipelines.core.history import History
 from pipelines.core.model import TabularModel
 from pipelines.io.prediction_log import LogColumn
 
@@ -39,16 +40,6 @@ def record_columns(records: list[Any], spec: FeatureSpec) -> dict[str, np.ndarra
     return out
 
 
-def earliest(batch: dict[str, np.ndarray], spec: FeatureSpec) -> tuple[list[str], list[int]]:
-    """The batch's distinct entities (first-seen order), each with its earliest event time
-    (int64 ms): what the online store must return history for."""
-    c = spec.contract
-    first: dict[str, int] = {}
-    for e, t in zip(batch[spec.entity].tolist(), batch[c.timestamp].tolist(), strict=True):
-        first[e] = min(t, first.get(e, t))
-    return list(first), list(first.values())
-
-
 def decisions(p: np.ndarray, review: float, decline: float) -> np.ndarray:
     """Per probability (shape n), the decision: decline at or above `decline`, review at or above
     `review`, approve below (thresholds from `params.serving`)."""
@@ -58,10 +49,12 @@ def decisions(p: np.ndarray, review: float, decline: float) -> np.ndarray:
 @dataclass(frozen=True)
 class Scored:
     """One scored batch of n records: features (spec.names, n each), probabilities, decisions,
-    and the rows × categorical mask of values the model never saw.
+    where each record's history came from (`schema.HistoryStatus`), and the rows × categorical
+    mask of values the model never saw.
     """
 
     features: dict[str, np.ndarray]
+    history: np.ndarray  # n statuses (objects)
     probability: np.ndarray
     decision: np.ndarray
     unknown_mask: np.ndarray  # rows × model.categorical
@@ -77,19 +70,28 @@ class Scored:
 
 def score_columns(
     batch: dict[str, np.ndarray],
-    history: Past | None,
-    folded: Folded | None,
+    histories: dict[str, History] | None,
     model: TabularModel,
     spec: FeatureSpec,
     review: float,
     decline: float,
 ) -> Scored:
-    """A batch (`record_columns`' layout, n rows) enriched from its entities' stored `history`
-    (and `folded` summaries), scored by `model` and decided: the features (`spec.names`, n each),
-    the probabilities, the decisions and the unknown-category mask."""
-    feats = online_features(batch, history, spec, folded)
+    """A batch (`record_columns`' layout, n rows) enriched from its entities' stored `histories`
+    (None: the store did not answer; {} for a model without history features), scored by `model`
+    and decided."""
+    n = len(batch[spec.contract.timestamp])
+    if histories is None and spec.has_history:
+        feats, status = request_features(batch, spec), np.full(n, "unavailable", dtype=object)
+    else:
+        feats, late = online_features(batch, histories or {}, spec)
+        status = np.where(late, "late", "live").astype(object)
     p, mask = model.predict_columns(feats)
-    return Scored(feats, p, decisions(p, review, decline), mask, model.categorical)
+    return Scored(feats, status, p, decisions(p, review, decline), mask, model.categorical)
+
+
+def distinct_entities(batch: dict[str, np.ndarray], spec: FeatureSpec) -> list[str]:
+    """The batch's entities, each once, in first-seen order (what to read from the store)."""
+    return list(dict.fromkeys(batch[spec.entity].tolist()))
 
 
 def answers(
@@ -103,12 +105,14 @@ def answers(
             "decision": d,
             "model_version": version,
             "unknown_categories": u,
+            "history": h,
         }
-        for i, p, d, u in zip(
+        for i, p, d, u, h in zip(
             batch[spec.contract.id].tolist(),
             scored.probability.tolist(),
             scored.decision.tolist(),
             scored.unknown,
+            scored.history.tolist(),
             strict=True,
         )
     ]
@@ -137,6 +141,7 @@ def log_columns(
             LogColumn.UNKNOWN: np.array([",".join(u) for u in scored.unknown], dtype=object),
             LogColumn.BATCH_ID: np.full(n, batch_id, dtype=object),
             LogColumn.SCORED_AT: np.full(n, scored_at, dtype="datetime64[us]"),
+            LogColumn.HISTORY: scored.history,
         }
     )
     return columns

@@ -12,13 +12,19 @@ concurrent requests are merged into one model call of at most `serving.max_batch
 (`serving.batching`: the service's own batcher by default, BentoML's dispatcher, or off; see
 batching.py for why the default).
 
+The online store is `serving.feature_store` (a SQLite file for one host, Redis for replicas on
+many). When it does not answer, the service keeps scoring on request-level features, flags
+those answers `history: unavailable`, and replays the scored events once it is back
+(online_history.py).
+
 A well-formed `POST /score` is answered by fastpath.py's middleware (validated with this
 endpoint's own BentoML input model) instead of BentoML's per-request routing and IO machinery,
 which cost more CPU than scoring; invalid input and a full queue are answered by the BentoML
 endpoint, unchanged.
 
 Readiness: the service scores only with the model a gate promoted (the registry's champion
-pointer) and only on a seeded online store. Until both hold it is not ready: `/readyz` answers
+pointer) and only on a seeded online store (a store that cannot say, being down, does not hold
+it back). Until both hold it is not ready: `/readyz` answers
 503 with the reasons, `/score` answers 503 naming what is missing, and the log says so once.
 `serving.model` serves a given version instead, for experiments: logged as a warning.
 
@@ -50,13 +56,14 @@ from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.model import TabularModel
 from pipelines.io import model_remote, registry
-from pipelines.io.feature_store import SQLiteStore
+from pipelines.io.feature_store import open_store
 from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
 from pipelines.serving import metrics, scorer
 from pipelines.serving.batching import AdaptiveBatcher, Overloaded
 from pipelines.serving.edge import Answer, Edge, Hooks, error
 from pipelines.serving.fastpath import FastPath
+from pipelines.serving.online_history import OnlineHistory
 from pipelines.serving.schema import Score, describe, example_record, parse_json, record_model
 
 log = logging.getLogger("fraud.service")
@@ -123,6 +130,8 @@ def build(settings: Settings) -> Any:
     # Every cause from 0: a counter that appears at its first increase shows no rate until its next.
     for cause in metrics.REFUSAL_CAUSES:
         meters.refused.labels(cause=cause)
+    for status in metrics.HISTORY_STATUSES:
+        meters.history.labels(status=status)
     bundled = bundled_tag(settings)
     remote = model_remote.url_of(None, settings.paths.model_remote)
 
@@ -131,7 +140,19 @@ def build(settings: Settings) -> Any:
             self._current: tuple[TabularModel, str] | None = None
             self._stop = threading.Event()
             self._said: tuple[str, ...] = ()
-            self.store = SQLiteStore(serving.feature_store, spec) if spec.has_history else None
+            self._dropped = 0
+            self.history = (
+                OnlineHistory(
+                    open_store(serving.feature_store, spec, serving.store_timeout_seconds),
+                    serving.store_replay_max_events,
+                    serving.store_retry_seconds,
+                    on_change=self._store_changed,
+                )
+                if spec.has_history
+                else None
+            )
+            if self.history is not None:
+                self._store_changed(True, 0, 0)
             self.predictions = PredictionLog(
                 serving.prediction_log,
                 timestamp_column=settings.contract.timestamp,
@@ -217,7 +238,9 @@ def build(settings: Settings) -> Any:
         def not_ready(self) -> list[str]:
             """Why the service must not score yet (empty: ready); also exported as metrics."""
             no_champion = self._current is None
-            unseeded = self.store is not None and not self.store.seeded()
+            # A store that cannot say (down) does not hold the service back: it scores without
+            # history meanwhile, which beats refusing every request.
+            unseeded = self.history is not None and self.history.seeded() is False
             reasons = []
             if no_champion:
                 where = (
@@ -257,6 +280,13 @@ def build(settings: Settings) -> Any:
                 except Exception:  # the watch must outlive any one bad tick
                     log.exception("champion watch: one tick failed")
 
+        def _store_changed(self, up: bool, pending: int, dropped: int) -> None:
+            meters.store_up.set(int(up))
+            meters.store_pending.set(pending)
+            if dropped > self._dropped:
+                meters.store_dropped.inc(dropped - self._dropped)
+                self._dropped = dropped
+
         def __is_ready__(self) -> bool:
             return not self.not_ready()
 
@@ -265,8 +295,8 @@ def build(settings: Settings) -> Any:
             hooks.score = hooks.not_ready = None
             self._stop.set()
             self.predictions.close()  # flushes: a graceful stop loses no record
-            if self.store is not None:
-                self.store.close()
+            if self.history is not None:
+                self.history.close()
 
         # -- scoring ---------------------------------------------------------------------------
 
@@ -298,21 +328,18 @@ def build(settings: Settings) -> Any:
                 )
             model, version = current
             batch = scorer.record_columns(records, spec)
-            store = self.store
-            past, folded = (
-                store.history_arrays(*scorer.earliest(batch, spec)) if store else (None, None)
-            )
+            history = self.history
+            histories = history.read(scorer.distinct_entities(batch, spec)) if history else {}
             scored = scorer.score_columns(
                 batch,
-                past,
-                folded,
+                histories,
                 model,
                 spec,
                 serving.review_threshold,
                 serving.decline_threshold,
             )
-            if store:
-                store.append_columns(batch)
+            if history:
+                history.write(batch)
             now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")
             self.predictions.append(
                 scorer.log_columns(batch, scored, spec, version, uuid.uuid4().hex, now)
@@ -325,6 +352,8 @@ def build(settings: Settings) -> Any:
             histogram = meters.score.labels(model_version=version)
             for p in scored.probability.tolist():
                 histogram.observe(p)
+            for status, n in collections.Counter(scored.history.tolist()).items():
+                meters.history.labels(status=status).inc(n)
             for decision, n in collections.Counter(scored.decision.tolist()).items():
                 meters.decisions.labels(decision=decision, model_version=version).inc(n)
             for col, n in zip(

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipelines import runtime
 from tests.conftest import make_repo, train_for_serving
 
 
@@ -229,6 +230,74 @@ def service(served_repo: Path) -> Iterator[Service]:
     svc = start_service(served_repo)
     yield svc
     svc.stop()
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server (Debian's, unpacked by `make install`) on 127.0.0.1, its data in `dir`
+    (append-only file: a restart keeps what was written, as a managed Redis would)."""
+
+    port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = (self.dir / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                runtime.os_tool("redis-server"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=runtime.os_tool_env(),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{(self.dir / 'redis.log').read_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 1) as s,
+            ):
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server not answering on {self.port}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @dataclass

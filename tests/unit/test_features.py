@@ -19,7 +19,7 @@ def events(
     n: int, seed: int, cards: int = 4, start: pd.Timestamp = T0, hours: int = 120
 ) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    # Whole seconds plus a few same-millisecond ties, which must not see each other.
+    # Whole seconds: many events share a minute with another of their card, which they must not see.
     offsets = rng.integers(0, hours * 3600, n) * 1000
     return pd.DataFrame(
         {
@@ -35,12 +35,16 @@ def events(
 
 
 def brute_force(df: pd.DataFrame, i: int) -> dict[str, float]:
-    """The definition, spelled out one row at a time."""
+    """The definition, spelled out one row at a time: a row sees its card's events of earlier
+    minutes; a window of w hours starts 60 w minutes before the row's minute, rounded down to
+    the window's resolution."""
     ms = df["ts"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    prior = (df["card_id"].to_numpy() == df["card_id"].iloc[i]) & (ms < ms[i])
+    minute = ms // 60_000
+    prior = (df["card_id"].to_numpy() == df["card_id"].iloc[i]) & (minute < minute[i])
     out = {"hist_n_prior": float(prior.sum())}
     for w in SPEC.windows_hours:
-        win = prior & (ms >= ms[i] - w * 3_600_000)
+        step = {1: 1, 24: 15, 168: 60}[w]  # each window's resolution, in minutes
+        win = prior & (minute >= (minute[i] - w * 60) // step * step)
         out[f"hist_n_{w}h"] = float(win.sum())
         out[f"hist_amount_sum_{w}h"] = float(df["amount"].to_numpy()[win].sum())
     amounts = df["amount"].to_numpy()[prior]
@@ -100,11 +104,12 @@ def test_later_rows_and_labels_never_leak_into_a_row(seed: int, pivot: float) ->
     assert not a[later].equals(b[later])
 
 
-def test_same_millisecond_events_do_not_see_each_other() -> None:
-    df = events(2, 0, cards=1)
-    df["ts"] = T0
+def test_events_of_the_same_minute_do_not_see_each_other() -> None:
+    df = events(3, 0, cards=1)
+    df["ts"] = [T0, T0 + pd.Timedelta(seconds=59), T0 + pd.Timedelta(seconds=60)]
     feats = build_features(df, SPEC)
-    assert feats["hist_n_prior"].tolist() == [0.0, 0.0]
+    assert feats["hist_n_prior"].tolist() == [0.0, 0.0, 2.0]
+    assert feats["hist_secs_since_prev"].iloc[2] == 1.0  # from the latest earlier event
 
 
 def test_online_batches_give_the_offline_features() -> None:

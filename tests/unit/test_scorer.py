@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipelines.config import Settings, parse_settings
 from pipelines.core.dataset import join_labels
-from pipelines.core.features import FeatureSpec, build_features, features_for, history_arrays
+from pipelines.core.features import FeatureSpec, build_features, features_for, histories_of
 from pipelines.core.model import TabularModel, fit
 from pipelines.io.prediction_log import LogColumn
 from pipelines.serving import scorer
@@ -71,9 +71,9 @@ def test_record_columns_turn_validated_records_into_feature_arrays() -> None:
     assert batch["card_id"].tolist() == ["c1", "c2"] and batch["transaction_id"].dtype == object
 
 
-def test_earliest_names_each_entity_once_with_its_first_event() -> None:
+def test_the_store_is_asked_for_each_entity_once() -> None:
     batch = {"ts": np.array([30, 10, 20]), "card_id": np.array(["x", "y", "x"], dtype=object)}
-    assert scorer.earliest(batch, SPEC) == (["x", "y"], [20, 10])
+    assert scorer.distinct_entities(batch, SPEC) == ["x", "y"]
 
 
 def test_decisions_follow_the_thresholds_inclusively() -> None:
@@ -111,7 +111,7 @@ def test_scores_equal_the_offline_features_scored_by_the_model() -> None:
     )
     batch = scorer.record_columns(recs, SPEC)
     scored = scorer.score_columns(
-        batch, history_arrays(history[SPEC.history_columns], SPEC), None, model(), SPEC, 0.2, 0.6
+        batch, histories_of(history[SPEC.history_columns], SPEC), model(), SPEC, 0.2, 0.6
     )
 
     offline = features_for(pd.DataFrame([r.model_dump() for r in recs]), history, SPEC)
@@ -128,6 +128,23 @@ def test_scores_equal_the_offline_features_scored_by_the_model() -> None:
     )
     assert scored.unknown == [[], ["merchant_category"]]
     assert scored.decision.tolist() == scorer.decisions(scored.probability, 0.2, 0.6).tolist()
+    assert scored.history.tolist() == ["live", "live"]
+
+
+def test_without_the_store_a_batch_is_scored_on_its_request_level_features() -> None:
+    """The store did not answer: every history feature is missing (not zero: a new card and an
+    unknown history are different things), the rest is the usual, and the answer says so."""
+    recs = records({"transaction_id": "a", "ts": "2026-03-01T10:00:00", "amount": 900.0})
+    batch = scorer.record_columns(recs, SPEC)
+    degraded = scorer.score_columns(batch, None, model(), SPEC, 0.2, 0.6)
+    new_card = scorer.score_columns(batch, {}, model(), SPEC, 0.2, 0.6)
+    assert all(np.isnan(degraded.features[n]).all() for n in SPEC.history_names)
+    assert new_card.features["hist_n_prior"].tolist() == [0.0]
+    for name in set(SPEC.numeric) - set(SPEC.history_names):
+        np.testing.assert_array_equal(degraded.features[name], new_card.features[name])
+    assert 0.0 <= degraded.probability[0] <= 1.0
+    assert scorer.answers(batch, degraded, SPEC, "v")[0]["history"] == "unavailable"
+    assert scorer.answers(batch, new_card, SPEC, "v")[0]["history"] == "live"
 
 
 def test_the_answer_and_the_log_row_carry_the_same_outcome() -> None:
@@ -137,7 +154,7 @@ def test_the_answer_and_the_log_row_carry_the_same_outcome() -> None:
         {"transaction_id": "b", "ts": "2026-03-01T10:01:00"},
     )
     batch = scorer.record_columns(recs, SPEC)
-    scored = scorer.score_columns(batch, None, None, model(), SPEC, 0.2, 0.6)
+    scored = scorer.score_columns(batch, None, model(), SPEC, 0.2, 0.6)
     answers = scorer.answers(batch, scored, SPEC, version)
     assert [a["transaction_id"] for a in answers] == ["a", "b"]
     assert {a["model_version"] for a in answers} == {version}
@@ -154,10 +171,12 @@ def test_the_answer_and_the_log_row_carry_the_same_outcome() -> None:
         LogColumn.UNKNOWN,
         LogColumn.BATCH_ID,
         LogColumn.SCORED_AT,
+        LogColumn.HISTORY,
     }
     assert all(len(v) == 2 for v in row.values())
     assert row[LogColumn.PROBABILITY].tolist() == [a["probability"] for a in answers]
     assert row[LogColumn.DECISION].tolist() == [a["decision"] for a in answers]
+    assert row[LogColumn.HISTORY].tolist() == [a["history"] for a in answers]
     assert row[LogColumn.SCORED_AT].dtype == np.dtype("datetime64[us]") and row[
         "ts"
     ].dtype == np.dtype("datetime64[ms]")

@@ -1,0 +1,170 @@
+"""The service's side of the online store, and what it does when the store does not answer.
+
+A store that cannot be reached, times out or errors must not turn into a storm of 5xx, nor
+stall every request for its timeout, nor lose the events scored meanwhile. So:
+
+- `read` returns the batch's histories, or None when the store is *down*: the batch is scored on
+  its request-level features (history features missing, which every model family handles),
+  flagged `history: unavailable` in the response and the log, and counted;
+- while down, requests do not touch the store at all (no timeout per request): a background
+  thread probes it every `retry_seconds`;
+- `write` appends the scored events, or keeps them in a replay buffer while down (at most
+  `max_pending` events per worker: beyond, the oldest are dropped and counted, so memory stays
+  bounded through an outage of any length);
+- once the store answers again, the thread replays the buffer (appends are idempotent on the
+  transaction id and the fold does not depend on arrival order, so a replayed event counts
+  exactly once wherever it lands) and only then marks the store up: a history read while
+  events are still waiting would be missing them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from pipelines.core.history import History
+from pipelines.io.feature_store import OnlineStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class OnlineHistory:
+    """`store` with the failure handling above. `on_change(up, pending, dropped)` is called after
+    every change of state (for metrics); `close` stops the thread (pending events are lost with
+    the process: they are in the prediction log, and `materialize --force` rebuilds the store)."""
+
+    def __init__(
+        self,
+        store: OnlineStore,
+        max_pending: int,
+        retry_seconds: float,
+        on_change: Callable[[bool, int, int], None] = lambda up, pending, dropped: None,
+    ):
+        self.store = store
+        self.max_pending = max_pending
+        self.retry_seconds = retry_seconds
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Mapping[str, np.ndarray]] = collections.deque()
+        self._pending_events = 0
+        self._dropped = 0
+        self._up = True
+        self._seeded = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._recover, name="store-replay", daemon=True)
+        self._thread.start()
+
+    @property
+    def up(self) -> bool:
+        """Whether requests read from and write to the store directly."""
+        return self._up
+
+    @property
+    def pending(self) -> int:
+        """Events waiting to be replayed."""
+        return self._pending_events
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped from a full buffer since start."""
+        return self._dropped
+
+    def read(self, entities: Sequence[str]) -> dict[str, History] | None:
+        """The stored histories of `entities`; None while the store is down."""
+        if not self._up:
+            return None
+        try:
+            return self.store.histories(entities)
+        except StoreUnavailable as err:
+            self._went_down(err)
+            return None
+
+    def write(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Append a scored batch (`scorer.record_columns`' layout), or keep it for replay."""
+        while True:
+            if self._up:
+                try:
+                    self.store.append(columns)
+                    return
+                except StoreUnavailable as err:
+                    self._went_down(err)
+            with self._lock:
+                if self._up:  # the store came back meanwhile: append directly
+                    continue
+                self._pending.append(columns)
+                self._pending_events += len(next(iter(columns.values())))
+                while self._pending_events > self.max_pending and len(self._pending) > 1:
+                    lost = self._pending.popleft()
+                    n = len(next(iter(lost.values())))
+                    self._pending_events -= n
+                    self._dropped += n
+            self._changed()
+            return
+
+    def seeded(self) -> bool | None:
+        """Whether the store was seeded; None when it cannot say (down). A store once seen
+        seeded is not asked again."""
+        if self._seeded:
+            return True
+        try:
+            self._seeded = self.store.seeded()
+        except Exception as err:  # a network store raises its own errors here
+            log.warning("cannot tell whether the online store is seeded: %s", err)
+            return None
+        return self._seeded
+
+    def close(self) -> None:
+        """Stop the replay thread and close the store."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.store.close()
+
+    def _went_down(self, err: Exception) -> None:
+        with self._lock:
+            was_up, self._up = self._up, False
+        if was_up:
+            log.error(
+                "online store unavailable: scoring on request-level features, keeping events "
+                "to replay (at most %d): %s",
+                self.max_pending,
+                err,
+            )
+            self._changed()
+
+    def _changed(self) -> None:
+        self._on_change(self._up, self._pending_events, self._dropped)
+
+    def _recover(self) -> None:
+        while not self._stop.wait(self.retry_seconds):
+            if self._up:
+                continue
+            try:
+                self._replay()
+            except Exception as err:  # still down: try again next time
+                log.debug("online store still unavailable: %s", err)
+
+    def _replay(self) -> None:
+        """Replay the buffer oldest first; mark the store up once it is empty. Raises what the
+        store raises (the batch stays at the head of the buffer)."""
+        self.store.histories([])  # a probe: raises while down
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._up = True  # under the lock: no request can add behind this check
+                    break
+                batch = self._pending[0]
+            self.store.append(batch)
+            n = len(next(iter(batch.values())))
+            with self._lock:
+                if self._pending and self._pending[0] is batch:
+                    self._pending.popleft()
+                    self._pending_events -= n
+                else:  # dropped from a full buffer while it was being appended: not lost
+                    self._dropped -= n
+            self._changed()
+        log.info("online store answers again: replayed the events scored while it was down")
+        self._changed()

@@ -1,0 +1,170 @@
+"""The bounded per-entity history (core/history.py): folding is order-free and bounded, encodes
+losslessly, and the features computed from it equal the offline ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.config import Contract
+from pipelines.core.features import (
+    FeatureSpec,
+    build_features,
+    event_columns,
+    histories_of,
+    online_features,
+)
+from pipelines.core.history import (
+    LATE_SLACK,
+    MS_PER_MINUTE,
+    History,
+    fold,
+    from_bytes,
+    is_late,
+    levels,
+    max_buckets,
+    resolution,
+    to_bytes,
+)
+
+SPEC = FeatureSpec(Contract(), (1, 24, 168))
+T0 = pd.Timestamp("2026-01-01")
+
+
+def card_events(seconds: list[int], amounts: list[float], card: str = "c") -> pd.DataFrame:
+    n = len(seconds)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"{card}-{i}" for i in range(n)],
+            "ts": (T0 + pd.to_timedelta(seconds, unit="s")).astype("datetime64[us]"),
+            "card_id": card,
+            "amount": amounts,
+            "merchant_category": ["grocery", "fuel", "travel"][:1] * n,
+            "merchant_country": [["US", "GB", "FR"][i % 3] for i in range(n)],
+            "channel": "pos",
+        }
+    )
+
+
+@pytest.mark.parametrize("gap_seconds", [600, 6])  # one every ~10 min; a burst, every ~6 s
+def test_any_history_folds_into_a_bounded_number_of_aligned_buckets(gap_seconds: int) -> None:
+    rng = np.random.default_rng(0)
+    seconds = np.cumsum(rng.integers(1, 2 * gap_seconds, 50_000)).tolist()
+    history = histories_of(card_events(seconds, rng.gamma(2, 30, 50_000).tolist()), SPEC)["c"]
+    assert history.events == 50_000 and (history.folded_n > 0) == (
+        gap_seconds == 600
+    )  # a year vs 4 days
+    assert len(history.minute) <= max_buckets(SPEC.windows) < 400
+    newest = int(history.minute[-1])
+    for lowest, step in levels(newest, SPEC.windows):  # every bucket on its level's grid
+        here = history.minute >= lowest
+        assert (history.minute[here] % step == 0).all()
+        history = History(
+            *(
+                getattr(history, f)[~here]
+                for f in ("minute", "count", "amount", "square", "last_ms")
+            )
+        )
+    assert not len(history.minute)  # nothing below the coarsest level: folded
+
+
+def test_each_window_gets_the_coarsest_resolution_with_96_steps() -> None:
+    assert SPEC.windows == ((60, 1), (1440, 15), (10080, 60))
+    assert resolution(30) == 1 and resolution(480) == 5 and resolution(60 * 24 * 30) == 240
+
+
+def test_folding_in_any_order_and_in_pieces_gives_the_same_history() -> None:
+    rng = np.random.default_rng(1)
+    ts = np.sort(rng.integers(0, 20 * 24 * 3_600_000, 3000)).astype(np.int64)
+    amount = rng.gamma(2, 30, 3000)
+    values = {"merchant_country": rng.choice(["US", "GB", "FR"], 3000).tolist()}
+    whole = fold(History(), ts, amount, values, SPEC.windows)
+    pieces = History()
+    for lo in range(0, 3000, 250):
+        pieces = fold(
+            pieces,
+            ts[lo : lo + 250],
+            amount[lo : lo + 250],
+            {k: v[lo : lo + 250] for k, v in values.items()},
+            SPEC.windows,
+        )
+    for name in ("minute", "count", "last_ms"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(pieces, name))
+    np.testing.assert_allclose(whole.amount, pieces.amount, rtol=1e-12)
+    assert whole.folded_n == pieces.folded_n and whole.seen == pieces.seen
+    assert (
+        whole.folded_sum == np.float64(pieces.folded_sum)
+        or abs(whole.folded_sum - pieces.folded_sum) < 1e-6
+    )
+
+
+def test_the_encoding_round_trips() -> None:
+    rng = np.random.default_rng(2)
+    ts = np.sort(rng.integers(0, 10 * 24 * 3_600_000, 500)).astype(np.int64)
+    history = fold(
+        History(),
+        ts,
+        rng.gamma(2, 30, 500),
+        {"merchant_country": ["US"] * 499 + [None]},
+        SPEC.windows,
+    )
+    back = from_bytes(to_bytes(history))
+    for name in ("minute", "count", "amount", "square", "last_ms"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(history, name))
+    assert (back.folded_n, back.folded_sum, back.folded_sq, back.folded_last_ms, back.seen) == (
+        history.folded_n,
+        history.folded_sum,
+        history.folded_sq,
+        history.folded_last_ms,
+        history.seen,
+    )
+
+
+def test_lateness_is_measured_from_the_newest_event() -> None:
+    history = fold(
+        History(), np.array([100 * 60 * MS_PER_MINUTE]), np.array([1.0]), {}, SPEC.windows
+    )
+    newest = 100 * 60
+    assert not is_late(history, newest - LATE_SLACK) and is_late(history, newest - LATE_SLACK - 1)
+    assert not is_late(History(), 0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 12 * 24 * 3600), st.floats(0, 1000)),
+        min_size=2,
+        max_size=60,
+    ),
+    st.integers(1, 59),
+)
+def test_features_from_stored_histories_equal_the_offline_ones(
+    rows: list[tuple[int, int, float]], cut: int
+) -> None:
+    """Any history split anywhere: the events before the split, folded as a store keeps them,
+    give the events after it the features `build_features` gives them on the whole history."""
+    rows = sorted(rows, key=lambda r: r[1])
+    df = pd.concat(
+        [
+            card_events([r[1]], [r[2]], card=f"c{r[0]}").assign(transaction_id=f"t{i}")
+            for i, r in enumerate(rows)
+        ],
+        ignore_index=True,
+    )
+    cut = min(cut, len(df) - 1)
+    offline = build_features(df, SPEC)
+    after = df.iloc[cut:]
+    online, late = online_features(
+        event_columns(after, SPEC), histories_of(df.iloc[:cut], SPEC), SPEC
+    )
+    assert not late.any()
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(online, index=after.index),
+        offline.iloc[cut:],
+        check_exact=False,
+        rtol=1e-9,
+        atol=1e-9,
+    )
