@@ -1,6 +1,13 @@
 """Serving throughput and latency: single-record requests at concurrency 1, 16 and 64, with wrk.
 
     python bench/serving.py [--duration 10] [--concurrency 1 16 64] [--workers 1]
+    python bench/serving.py --suite store [--duration 10]
+
+`--suite store` measures the online store instead, in one run: the per-record cost of the hot
+path (read the card's history, compute its features, append) for cards with 10, 1,000 and
+100,000 events and a burst card, on SQLite and Redis; the latency of a long run at c=16 on a
+growing SQLite store, in 5 s slices; and Redis at c=64 with 1 and 2 workers against one SQLite
+worker.
 
 Builds a small trained repo (simulate, `dvc repro`, promote), then measures in one run:
 
@@ -11,7 +18,7 @@ Builds a small trained repo (simulate, `dvc repro`, promote), then measures in o
 - `bare`: a bare ASGI app (uvicorn) that parses and validates the same JSON with the same
   pydantic model and returns a constant: the ceiling of Python HTTP on this machine.
 
-The server is pinned to core 0 and wrk (Debian package `wrk`) to core 1 when there are 2+ cores
+The server is pinned to core 0 and wrk (Debian's, unpacked by `make install`) to core 1 when there are 2+ cores
 (with `--workers 2` nothing is pinned). Besides latency and throughput, each row reports the
 server's CPU time per request (all its processes): on a machine shared with other work, that is
 the figure that does not move with the neighbours.
@@ -36,6 +43,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipelines import runtime  # noqa: E402
+
 ENV = {
     **os.environ,
     "DO_NOT_TRACK": "1",
@@ -57,8 +66,8 @@ request = function()
   return wrk.format("POST", "/score", {["Content-Type"]="application/json"}, body)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %f %f %f %d %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status,
+  io.write(string.format("RESULT %f %f %f %f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
@@ -101,7 +110,9 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz") -> None:
     raise SystemExit(f"{url} not ready")
 
 
-def start(variant: str, repo: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def start(
+    variant: str, repo: Path, workers: int, store: str | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     if variant == "bare":
@@ -118,7 +129,9 @@ def start(variant: str, repo: Path, workers: int) -> tuple[subprocess.Popen, str
         return proc, url
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["serving"].update(batching=variant, workers=workers)
-    variant_params = repo / f"params-{variant}.yaml"
+    if store:
+        params["serving"]["feature_store"] = store
+    variant_params = repo / f"params-{variant}-{workers}-{free_port()}.yaml"
     variant_params.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**ENV, "BENTOML_HOME": str(repo / ".bentoml"), "PIPELINES_PARAMS": str(variant_params)}
     cmd = [
@@ -200,7 +213,7 @@ def measure(
     cpu_before = cpu_seconds(server)
     cmd = [
         *pin(1),
-        "wrk",
+        runtime.os_tool("wrk"),
         "-t1",
         f"-c{concurrency}",
         f"-d{duration}s",
@@ -209,9 +222,13 @@ def measure(
         str(script),
         url,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, check=True).stdout
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env={**runtime.os_tool_env(), **ENV}, check=True
+    ).stdout
     cpu = cpu_seconds(server) - cpu_before
-    rps, p50, p99, non2xx, errors = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out).groups()  # type: ignore[union-attr]
+    rps, p50, p99, top, non2xx, errors = re.search(  # type: ignore[union-attr]
+        r"RESULT (\S+) (\S+) (\S+) (\S+) (\d+) (\d+)", out
+    ).groups()
     after = batch_stats(url) if variant != "bare" else (0.0, 0.0)
     batches = after[1] - before[1]
     requests = float(rps) * duration
@@ -219,6 +236,7 @@ def measure(
         "rps": float(rps),
         "p50": float(p50),
         "p99": float(p99),
+        "max": float(top),
         "non2xx": int(non2xx) + int(errors),
         "batch": (after[0] - before[0]) / batches if batches else float("nan"),
         "cpu_us": cpu / requests * 1e6 if requests else float("nan"),
@@ -283,6 +301,205 @@ def bare_app(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+class Redis:
+    """Debian's redis-server (unpacked by `make install`) on a free port, no persistence."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                runtime.os_tool("redis-server"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work),
+            ],
+            env=runtime.os_tool_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start") from None
+                time.sleep(0.1)
+
+    def url(self, prefix: str) -> str:
+        return f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def card_cost(url: str, reps: int = 400) -> list[dict]:
+    """In process, the hot path for one record (read the card's history, compute its features,
+    append it) on cards of 10, 1,000 and 100,000 events (one every ~10 min) and a burst card
+    (100,000 events in 7 days): microseconds per record and the buckets the card holds."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.config import Contract
+    from pipelines.core.features import FeatureSpec, event_columns, online_features
+    from pipelines.io.feature_store import open_store
+
+    spec = FeatureSpec(Contract(), (1, 24, 168))
+    store = open_store(url, spec, timeout_seconds=30)
+    rows = []
+    for events, gap, name in [
+        (10, 600, "10"),
+        (1_000, 600, "1,000"),
+        (100_000, 600, "100,000"),
+        (100_000, 6, "100,000 burst"),
+    ]:
+        rng = np.random.default_rng(0)
+        ts = pd.Timestamp("2024-01-01") + pd.to_timedelta(
+            np.cumsum(rng.integers(1, 2 * gap, events)), unit="s"
+        )
+        card = f"card-{name}"
+        df = pd.DataFrame(
+            {
+                "transaction_id": [f"{card}-{i}" for i in range(events)],
+                "ts": ts.astype("datetime64[us]"),
+                "card_id": card,
+                "amount": rng.gamma(2, 30, events),
+                "merchant_category": "grocery",
+                "merchant_country": rng.choice(["US", "GB", "FR"], events),
+                "channel": "pos",
+            }
+        )
+        for lo in range(0, events, 10_000):
+            part = df.iloc[lo : lo + 10_000]
+            cols = event_columns(part, spec)
+            cols["transaction_id"] = part["transaction_id"].to_numpy(object)
+            store.append(cols)
+        start_ms = int(ts.max().value // 1_000_000)
+        records = [
+            {
+                "ts": np.array([start_ms + 7_000 * i]),
+                "card_id": np.array([card], object),
+                "amount": np.array([50.0]),
+                "merchant_category": np.array(["grocery"], object),
+                "merchant_country": np.array(["US"], object),
+                "channel": np.array(["pos"], object),
+                "transaction_id": np.array([f"{card}-probe-{i}"], object),
+            }
+            for i in range(reps + 20)
+        ]
+        for i, rec in enumerate(records):
+            if i == 20:  # after a warm-up
+                began = time.perf_counter()
+            features, _ = online_features(rec, store.histories([card]), spec)
+            store.append(rec)
+        elapsed = time.perf_counter() - began
+        rows.append(
+            {
+                "card": name,
+                "us": elapsed / reps * 1e6,
+                "buckets": len(store.histories([card])[card].minute),
+            }
+        )
+    store.close()
+    return rows
+
+
+def store_suite(args: argparse.Namespace, work: Path) -> None:
+    """The online store's benchmarks (see the module docstring), printed as tables."""
+    from pipelines.config import load_settings
+    from pipelines.core.features import FeatureSpec
+    from pipelines.io.feature_store import open_store
+
+    redis = Redis(work)
+    try:
+        print("per-record cost by card size ...", flush=True)
+        cost = {
+            "SQLite": card_cost(str(work / "cost.sqlite")),
+            "Redis": card_cost(redis.url("cost")),
+        }
+        print("building a trained repo ...", flush=True)
+        repo = build_repo(work / "repo")
+        settings = load_settings(repo / "params.yaml")
+        spec = FeatureSpec.from_settings(settings)
+        raw = pd_read(repo / settings.paths.raw / "transactions.parquet", spec.history_columns)
+        store = open_store(redis.url("serving"), spec, timeout_seconds=30)
+        store.seed(raw)
+        store.close()
+
+        print("long run on SQLite, c=16, in 5 s slices ...", flush=True)
+        script = work / "long.lua"
+        script.write_text(f'RUN = "long-{time.time_ns()}"\n' + LUA)
+        proc, url = start("adaptive", repo, 1)
+        try:
+            slices = [
+                measure(url, 16, 5, script, "adaptive", proc.pid)
+                for _ in range(max(1, args.long_seconds // 5))
+            ]
+        finally:
+            stop(proc)
+
+        print("Redis against SQLite at c=64 ...", flush=True)
+        http: dict[str, dict] = {}
+        for label, workers, target in [
+            ("SQLite, 1 worker", 1, None),
+            ("Redis, 1 worker", 1, redis.url("serving")),
+            ("Redis, 2 workers", 2, redis.url("serving")),
+        ]:
+            global PIN
+            PIN = workers == 1
+            script = work / f"{workers}-{label[:5]}.lua"
+            script.write_text(f'RUN = "{label[:5]}-{workers}-{time.time_ns()}"\n' + LUA)
+            proc, url = start("adaptive", repo, workers, target)
+            try:
+                http[label] = measure(url, 64, args.duration, script, "adaptive", proc.pid)
+            finally:
+                stop(proc)
+            r = http[label]
+            print(f"  {label:<17} {r['rps']:8.0f} req/s  p99 {r['p99']:7.1f} ms", flush=True)
+    finally:
+        redis.stop()
+
+    print("\nHot path per record (read history, features, append), in process, ~1 event per 7 s:\n")
+    print("| card events | SQLite µs | vs 10 | buckets | Redis µs | vs 10 | buckets |")
+    print("|---|---|---|---|---|---|---|")
+    for a, b in zip(cost["SQLite"], cost["Redis"], strict=True):
+        print(
+            f"| {a['card']} | {a['us']:,.0f} | {a['us'] / cost['SQLite'][0]['us']:.2f}x | "
+            f"{a['buckets']} | {b['us']:,.0f} | {b['us'] / cost['Redis'][0]['us']:.2f}x | "
+            f"{b['buckets']} |"
+        )
+    worst = max(r["p99"] for r in slices)
+    print(
+        f"\nLong run, SQLite store growing by every request, c=16, {len(slices)} slices of 5 s: "
+        f"p99 per slice {min(r['p99'] for r in slices):.1f}-{worst:.1f} ms, "
+        f"longest request {max(r['max'] for r in slices):.1f} ms, "
+        f"non-2xx {sum(r['non2xx'] for r in slices)}\n"
+    )
+    print("| store, workers (c=64) | req/s | p50 ms | p99 ms | non-2xx | vs SQLite 1 worker |")
+    print("|---|---|---|---|---|---|")
+    base = http["SQLite, 1 worker"]["rps"]
+    for label, r in http.items():
+        print(
+            f"| {label} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['non2xx']:,} | "
+            f"{r['rps'] / base:.2f}x |"
+        )
+
+
+def pd_read(path: Path, columns: list[str]):  # noqa: ANN201
+    import pandas as pd
+
+    return pd.read_parquet(path, columns=columns)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -291,15 +508,21 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--variants", nargs="+", default=["bare", "adaptive", "off", "bentoml"])
+    p.add_argument("--suite", choices=["batching", "store"], default="batching")
+    p.add_argument("--long-seconds", type=int, default=60, help="--suite store: the long run")
     p.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     global PIN
     PIN = args.workers == 1  # several workers need every core; then nothing is pinned
     if args.bare:
         return bare_app(args.bare)
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk not found: apt-get install wrk")
+    runtime.os_tool("wrk")  # FileNotFoundError naming the fix (make install) before any work
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    if args.suite == "store":
+        try:
+            return store_suite(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     try:
         print("building a trained repo ...", flush=True)
         repo = build_repo(work / "repo")

@@ -251,7 +251,9 @@ def _base(
     own = [h if h is not None else History() for h in known]
 
     def per_row(name: str, dtype: type) -> np.ndarray:
-        buckets = np.repeat(np.array([getattr(h, name) for h in stored.values()], dtype), sizes)
+        buckets: np.ndarray = np.repeat(
+            np.array([getattr(h, name) for h in stored.values()], dtype), sizes
+        )
         return np.concatenate([buckets, np.array([getattr(h, name) for h in own], dtype)])
 
     base = {

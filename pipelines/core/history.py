@@ -207,12 +207,19 @@ def from_bytes(data: bytes) -> History:
         raise ValueError("not an encoded history")
     magic, n, last, folded_n, folded_sum, folded_sq = _HEADER.unpack_from(data)
     offset = _HEADER.size
-    arrays = []
-    for dtype in ("<i8", "<f8", "<f8", "<f8", "<i8"):
-        arrays.append(np.frombuffer(data, dtype=dtype, count=n, offset=offset).astype(dtype[1:]))
+
+    def array(dtype: str) -> np.ndarray:
+        nonlocal offset
+        out = np.frombuffer(data, dtype=dtype, count=n, offset=offset).astype(dtype[1:])
         offset += 8 * n
+        return out
+
     return History(
-        *arrays,
+        minute=array("<i8"),
+        count=array("<f8"),
+        amount=array("<f8"),
+        square=array("<f8"),
+        last_ms=array("<i8"),
         folded_n=folded_n,
         folded_sum=folded_sum,
         folded_sq=folded_sq,

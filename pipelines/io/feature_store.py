@@ -62,11 +62,13 @@ class OnlineStore(Protocol):
 
     def seeded(self) -> bool:
         """Whether a seed filled this store or it holds events (the service is not ready on an
-        empty, never seeded store: every entity would look new)."""
+        empty, never seeded store: every entity would look new). Raises StoreUnavailable, and
+        ValueError when the store was built for another spec."""
         ...
 
     def count(self) -> int:
-        """Events folded into the store since (and including) its seed."""
+        """Events folded into the store since (and including) its seed. Raises
+        StoreUnavailable."""
         ...
 
     def close(self) -> None:
@@ -97,6 +99,16 @@ def open_store(url: str, spec: FeatureSpec, timeout_seconds: float = 0.5) -> Onl
     from pipelines.io.sqlite_store import SQLiteStore
 
     return SQLiteStore(url, spec)
+
+
+def redacted(url: str) -> str:
+    """`url` without the password it may carry (for logs and messages)."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.rsplit("@", 1)[1]
+    user = f"{parsed.username}:***@" if parsed.username else ":***@"
+    return parsed._replace(netloc=user + netloc).geturl()
 
 
 def layout(spec: FeatureSpec) -> str:

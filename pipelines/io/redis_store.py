@@ -214,11 +214,17 @@ class RedisStore:
                 self.redis.unlink(*keys)
 
     def seeded(self) -> bool:
-        meta = self.redis.hmget(self._meta(self._current()), ["seeded_at", "events"])
+        try:
+            meta = self.redis.hmget(self._meta(self._current()), ["seeded_at", "events"])
+        except self._redis_errors as err:
+            raise StoreUnavailable(f"feature store {self._where}: {err}") from err
         return meta[0] is not None or int(meta[1] or 0) > 0
 
     def count(self) -> int:
-        return int(self.redis.hget(self._meta(self._current()), "events") or 0)
+        try:
+            return int(self.redis.hget(self._meta(self._current()), "events") or 0)
+        except self._redis_errors as err:
+            raise StoreUnavailable(f"feature store {self._where}: {err}") from err
 
     def remove(self) -> None:
         """Delete every key of this store (all generations)."""

@@ -190,13 +190,20 @@ class SQLiteStore:
         _remove_generation(self.path.parent / old)
 
     def seeded(self) -> bool:
-        con, _ = self._connection()
-        marked = con.execute("SELECT 1 FROM meta WHERE key = 'seeded_at'").fetchone()
+        try:
+            con, _ = self._connection()
+            marked = con.execute("SELECT 1 FROM meta WHERE key = 'seeded_at'").fetchone()
+        except sqlite3.OperationalError as err:
+            raise StoreUnavailable(f"feature store {self.path}: {err}") from err
         return marked is not None or self.count() > 0
 
     def count(self) -> int:
-        con, _ = self._connection()
-        return int(con.execute("SELECT value FROM meta WHERE key = 'events'").fetchone()[0])
+        try:
+            con, _ = self._connection()
+            row = con.execute("SELECT value FROM meta WHERE key = 'events'").fetchone()
+        except sqlite3.OperationalError as err:
+            raise StoreUnavailable(f"feature store {self.path}: {err}") from err
+        return int(row[0])
 
     def close(self) -> None:
         with self._lock:

@@ -30,6 +30,8 @@ from pipelines.core.history import History
 from pipelines.io.feature_store import OnlineStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
+# Events per append when replaying: one round trip for many, bounded so that one append stays short.
+REPLAY_CHUNK = 5000
 
 
 class OnlineHistory:
@@ -96,26 +98,31 @@ class OnlineHistory:
                 if self._up:  # the store came back meanwhile: append directly
                     continue
                 self._pending.append(columns)
-                self._pending_events += len(next(iter(columns.values())))
+                self._pending_events += _size(columns)
                 while self._pending_events > self.max_pending and len(self._pending) > 1:
-                    lost = self._pending.popleft()
-                    n = len(next(iter(lost.values())))
+                    n = _size(self._pending.popleft())
                     self._pending_events -= n
                     self._dropped += n
             self._changed()
             return
 
-    def seeded(self) -> bool | None:
-        """Whether the store was seeded; None when it cannot say (down). A store once seen
-        seeded is not asked again."""
+    def unusable(self) -> str | None:
+        """Why the store cannot serve history even when it answers (never seeded: every card
+        would look new; built for other windows or columns), else None, also while it is down
+        (it cannot say; scoring without history beats refusing). A store once seen usable is
+        not asked again."""
         if self._seeded:
-            return True
+            return None
         try:
             self._seeded = self.store.seeded()
-        except Exception as err:  # a network store raises its own errors here
+        except StoreUnavailable as err:
             log.warning("cannot tell whether the online store is seeded: %s", err)
             return None
-        return self._seeded
+        except ValueError as err:  # a store built for another spec
+            return str(err)
+        if not self._seeded:
+            return "was never seeded: every entity would look new (python -m pipelines materialize)"
+        return None
 
     def close(self) -> None:
         """Stop the replay thread and close the store."""
@@ -144,27 +151,39 @@ class OnlineHistory:
                 continue
             try:
                 self._replay()
-            except Exception as err:  # still down: try again next time
+            except StoreUnavailable as err:  # still down: try again next time
                 log.debug("online store still unavailable: %s", err)
+            except Exception:  # the replay must outlive any one failure; say what it was
+                log.exception("replaying into the online store failed; retrying")
 
     def _replay(self) -> None:
-        """Replay the buffer oldest first; mark the store up once it is empty. Raises what the
-        store raises (the batch stays at the head of the buffer)."""
+        """Replay the buffer oldest first, up to REPLAY_CHUNK events per append (under load the
+        buffer grows while it is replayed: one event per round trip would never catch up); mark
+        the store up once it is empty. Raises what the store raises (the events stay buffered)."""
         self.store.histories([])  # a probe: raises while down
         while True:
             with self._lock:
                 if not self._pending:
                     self._up = True  # under the lock: no request can add behind this check
                     break
-                batch = self._pending[0]
-            self.store.append(batch)
-            n = len(next(iter(batch.values())))
+                head, n = [], 0
+                for batch in self._pending:
+                    head.append(batch)
+                    n += _size(batch)
+                    if n >= REPLAY_CHUNK:
+                        break
+            self.store.append({k: np.concatenate([b[k] for b in head]) for k in head[0]})
             with self._lock:
-                if self._pending and self._pending[0] is batch:
-                    self._pending.popleft()
-                    self._pending_events -= n
-                else:  # dropped from a full buffer while it was being appended: not lost
-                    self._dropped -= n
+                for batch in head:
+                    if self._pending and self._pending[0] is batch:
+                        self._pending.popleft()
+                        self._pending_events -= _size(batch)
+                    else:  # dropped from a full buffer while it was being appended: not lost
+                        self._dropped -= _size(batch)
             self._changed()
-        log.info("online store answers again: replayed the events scored while it was down")
+        log.warning("online store answers again: replayed the events scored while it was down")
         self._changed()
+
+
+def _size(batch: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(batch.values())))

@@ -23,9 +23,9 @@ which cost more CPU than scoring; invalid input and a full queue are answered by
 endpoint, unchanged.
 
 Readiness: the service scores only with the model a gate promoted (the registry's champion
-pointer) and only on a seeded online store (a store that cannot say, being down, does not hold
-it back). Until both hold it is not ready: `/readyz` answers
-503 with the reasons, `/score` answers 503 naming what is missing, and the log says so once.
+pointer) and only on a seeded online store built for its features (a store that cannot say,
+being down, does not hold it back). Until both hold it is not ready: `/readyz` answers 503 with
+the reasons, `/score` answers 503 naming what is missing, and the log says so once.
 `serving.model` serves a given version instead, for experiments: logged as a warning.
 
 Zero-downtime promotion is an in-process swap: a watcher thread polls the champion pointer; on a
@@ -56,7 +56,7 @@ from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.model import TabularModel
 from pipelines.io import model_remote, registry
-from pipelines.io.feature_store import open_store
+from pipelines.io.feature_store import open_store, redacted
 from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
 from pipelines.serving import metrics, scorer
@@ -134,6 +134,7 @@ def build(settings: Settings) -> Any:
         meters.history.labels(status=status)
     bundled = bundled_tag(settings)
     remote = model_remote.url_of(None, settings.paths.model_remote)
+    store_name = redacted(serving.feature_store)
 
     class FraudService:
         def __init__(self) -> None:
@@ -238,9 +239,7 @@ def build(settings: Settings) -> Any:
         def not_ready(self) -> list[str]:
             """Why the service must not score yet (empty: ready); also exported as metrics."""
             no_champion = self._current is None
-            # A store that cannot say (down) does not hold the service back: it scores without
-            # history meanwhile, which beats refusing every request.
-            unseeded = self.history is not None and self.history.seeded() is False
+            store_problem = self.history.unusable() if self.history is not None else None
             reasons = []
             if no_champion:
                 where = (
@@ -252,14 +251,11 @@ def build(settings: Settings) -> Any:
                     f"no champion loaded from {where}: promote a model (python -m pipelines promote, "
                     f"or the deploy flow's gate); if there is one, the log says why it cannot load"
                 )
-            if unseeded:
-                reasons.append(
-                    f"online feature store {serving.feature_store} was never seeded: every "
-                    f"entity would look new (python -m pipelines materialize)"
-                )
+            if store_problem:
+                reasons.append(f"online feature store {store_name}: {store_problem}")
             meters.ready.set(0 if reasons else 1)
             meters.not_ready.labels(reason="no_champion").set(int(no_champion))
-            meters.not_ready.labels(reason="store_not_seeded").set(int(unseeded))
+            meters.not_ready.labels(reason="store_not_seeded").set(int(bool(store_problem)))
             if tuple(reasons) != self._said:  # say it once per change, not per probe
                 self._said = tuple(reasons)
                 if reasons:

@@ -4,6 +4,7 @@ the events scored meanwhile."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -110,12 +111,16 @@ def test_redis_going_away_under_load_degrades_then_replays(
     redis = RedisServer(free_port(), tmp_path / "redis")
     redis.start()
     url = f"{redis.url}?prefix=outage"
-    base = seeded(served_repo, url)
+    seeded(served_repo, url)
     service = on_redis(served_repo, url, store_retry_seconds=0.2)
     s = load_settings(served_repo / "params.yaml")
+    spec = FeatureSpec.from_settings(s)
+    store = open_store(url, spec, timeout_seconds=30)
+    before = store.count()  # the seed and the service's warm-up requests
     tx, _ = simulator.generate(s.simulate)
     future = tx[tx["ts"] >= pd.Timestamp(s.ingest.end)].sort_values("ts", kind="stable")
     records = as_records(future)
+    span = future["ts"].max() - future["ts"].min()
     statuses: list[int] = []
     history: list[str] = []
     sent: list[str] = []
@@ -124,15 +129,23 @@ def test_redis_going_away_under_load_degrades_then_replays(
 
     def load(worker: int) -> None:
         with httpx.Client(timeout=30) as client:
-            for i in range(worker, len(records), 4):
+            for i in itertools.count(worker, 4):  # until stopped; ids stay unique per round
                 if stop.is_set():
                     return
-                resp = client.post(f"{service.url}/score", json={"records": [records[i]]})
+                rec, later = records[i % len(records)], i // len(records)
+                # Each round replays the days later than the last: ids unique, times in order.
+                ts = pd.Timestamp(rec["ts"]) + later * (span + pd.Timedelta(hours=1))
+                rec = {
+                    **rec,
+                    "transaction_id": f"{rec['transaction_id']}-{later}",
+                    "ts": ts.isoformat(),
+                }
+                resp = client.post(f"{service.url}/score", json={"records": [rec]})
                 with lock:
                     statuses.append(resp.status_code)
                     if resp.status_code == 200:
                         history.append(resp.json()[0]["history"])
-                        sent.append(records[i]["transaction_id"])
+                        sent.append(rec["transaction_id"])
 
     try:
         threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
@@ -155,15 +168,13 @@ def test_redis_going_away_under_load_degrades_then_replays(
 
         assert set(statuses) == {200}, {c: statuses.count(c) for c in set(statuses)}
         assert "unavailable" in history and history[-1] == "live"
-        spec = FeatureSpec.from_settings(s)
-        store = open_store(url, spec, timeout_seconds=30)
-        assert store.count() == base + len(set(sent))  # every event once, none lost, none twice
-        store.close()
+        assert store.count() == before + len(set(sent))  # every event once: none lost, none twice
         counted = series(service, f"{metrics.HISTORY}_total")
         assert counted[(("status", "unavailable"),)] == history.count("unavailable")
         assert series(service, metrics.STORE_UP)[()] == 1
         assert series(service, f"{metrics.STORE_DROPPED}_total")[()] == 0
     finally:
         stop.set()
+        store.close()
         service.stop()
         redis.stop()

@@ -29,8 +29,19 @@ OURS = [
     metrics.LOG_LAG,
     metrics.LOG_PENDING,
     metrics.LOG_SPOOLED,
+    metrics.STORE_UP,
+    metrics.STORE_PENDING,
     *(f"{h}_bucket" for h in (metrics.BATCH_SIZE, metrics.SCORE)),
-    *(f"{c}_total" for c in (metrics.DECISIONS, metrics.UNKNOWN_CATEGORY, metrics.REFUSED)),
+    *(
+        f"{c}_total"
+        for c in (
+            metrics.DECISIONS,
+            metrics.UNKNOWN_CATEGORY,
+            metrics.REFUSED,
+            metrics.HISTORY,
+            metrics.STORE_DROPPED,
+        )
+    ),
     metrics.REQUESTS,
     f"{metrics.LATENCY}_bucket",
     drift_metrics.VERDICT,
@@ -49,6 +60,7 @@ OURS = [
 PROMQL_WORDS = {
     "sum",
     "rate",
+    "increase",
     "histogram_quantile",
     "max",
     "min",
@@ -118,6 +130,8 @@ def test_the_dashboard_parses_has_a_model_version_variable_and_queries_exported_
         drift_metrics.COLUMN_SCORE,
         drift_metrics.QUALITY,
         metrics.CHAMPION_AGE,
+        metrics.HISTORY + "_total",
+        metrics.STORE_UP,
     } <= used
     assert any("$model_version" in e for e in exprs)
 

@@ -95,11 +95,16 @@ def test_a_long_outage_keeps_memory_bounded_and_counts_what_it_drops(tmp_path: P
     history.close()
 
 
-def test_seeded_is_remembered_and_unknown_while_the_store_cannot_say(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.sqlite", SPEC)
+def test_an_unseeded_or_foreign_store_is_unusable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.sqlite", SPEC, busy_timeout_ms=30)
     history = OnlineHistory(store, max_pending=10, retry_seconds=0.05)
-    assert history.seeded() is False
+    assert "never seeded" in (history.unusable() or "")
+    other = OnlineHistory(
+        SQLiteStore(store.path, FeatureSpec(Contract(), (1, 24))), 10, 0.05
+    )  # built for other windows
+    assert "seed it again" in (other.unusable() or "")
+    other.close()
     store.seed(pd.DataFrame(columns=SPEC.history_columns))
-    assert history.seeded() is True
+    assert history.unusable() is None
     history.close()
-    assert history.seeded() is True  # remembered: a closed store is not asked again
+    assert history.unusable() is None  # remembered: a closed store is not asked again
