@@ -53,14 +53,14 @@ def events(
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
-) -> Iterator[OnlineStore]:
-    url = (
-        str(tmp_path / "store.sqlite")
-        if request.param == "sqlite"
-        else f"{redis_server.url}?prefix=test-{request.node.name}"
-    )
+def url(request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return f"{redis_server.url}?prefix=test-{request.node.name}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[OnlineStore]:
     s = open_store(url, SPEC, timeout_seconds=10)  # semantics here; the service tests time out
     yield s
     s.close()
@@ -213,6 +213,27 @@ def test_concurrent_appenders_lose_nothing_and_count_nothing_twice(store: Online
     assert store.count() == 2 * 60 * 6 + 60
     total = sum(h.events for h in store.histories(["c0000", "c0001"]).values())
     assert total == store.count()
+
+
+def test_an_append_after_another_replica_wrote_the_same_cards_folds_on_theirs(
+    store: OnlineStore, url: str
+) -> None:
+    """Replica A reads a batch's cards; replica B appends to them; A's append must not write
+    back what it read (B's events would be lost): features afterwards are the offline ones."""
+    df = events(400, seed=8, cards=4)
+    other = open_store(url, SPEC, timeout_seconds=10)
+    try:
+        store.seed(df.iloc[:100])
+        mine, theirs = df.iloc[300:400], df.iloc[100:300]
+        store.histories(mine["card_id"].unique().tolist())
+        assert other.append(columns_of(theirs)) == len(theirs)
+        assert store.append(columns_of(mine)) == len(mine)
+        cards = sorted(df["card_id"].unique())
+        offline = histories_of(df, SPEC)
+        assert_histories_equal(store.histories(cards), {c: offline[c] for c in cards})
+        assert other.count() == len(df)
+    finally:
+        other.close()
 
 
 def test_a_seed_replaces_everything_at_once(store: OnlineStore) -> None:
