@@ -32,11 +32,13 @@ HISTORY = f"{PREFIX}_history_records"  # counter by status (HISTORY_STATUSES): s
 STORE_UP = f"{PREFIX}_online_store_up"  # gauge: 1 while the online store answers, else 0
 STORE_PENDING = f"{PREFIX}_online_store_pending_events"  # gauge: waiting to be replayed
 STORE_DROPPED = f"{PREFIX}_online_store_dropped_events"  # counter: replay buffer overflowed
+STORE_SECONDS = f"{PREFIX}_online_store_seconds"  # histogram by op (STORE_OPS): one per batch
 
 # Why a request to /score was not scored (the `cause` label; the alert rules tell them apart).
 REFUSAL_CAUSES = ("bad_input", "too_large", "media_type", "not_ready", "overloaded", "error")
 NOT_READY_REASONS = ("no_champion", "store_not_seeded")
 HISTORY_STATUSES = get_args(HistoryStatus)  # the `status` label of HISTORY
+STORE_OPS = ("read", "append")  # the `op` label of STORE_SECONDS
 # BentoML's own series for every request, the fast path's included (its middleware runs first).
 REQUESTS = "bentoml_service_request_total"  # counter by endpoint and http_response_code
 LATENCY = "bentoml_service_request_duration_seconds"  # histogram by endpoint
@@ -62,6 +64,7 @@ class ServiceMetrics:
     store_up: Any
     store_pending: Any
     store_dropped: Any
+    store_seconds: Any
 
 
 def create() -> ServiceMetrics:
@@ -152,6 +155,13 @@ def create() -> ServiceMetrics:
         store_dropped=m.Counter(
             name=STORE_DROPPED,
             documentation="Events dropped from a full replay buffer (lost to the online store).",
+        ),
+        store_seconds=m.Histogram(
+            name=STORE_SECONDS,
+            documentation="Seconds per online-store call (one per batch; while the store is down "
+            "none is made), by op: read (a batch's histories) or append (its events).",
+            labelnames=["op"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         ),
     )
 

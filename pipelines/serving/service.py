@@ -44,6 +44,7 @@ import gc
 import importlib.metadata
 import logging
 import threading
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -54,12 +55,13 @@ from pydantic import Field, ValidationError
 
 from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
+from pipelines.core.history import History
 from pipelines.core.model import TabularModel
 from pipelines.io import model_remote, registry
 from pipelines.io.feature_store import open_store, redacted
 from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
-from pipelines.serving import metrics, scorer
+from pipelines.serving import metrics, scorer, timeout
 from pipelines.serving.batching import AdaptiveBatcher, Overloaded
 from pipelines.serving.edge import Answer, Edge, Hooks, error
 from pipelines.serving.fastpath import FastPath
@@ -140,7 +142,7 @@ def build(settings: Settings) -> Any:
         def __init__(self) -> None:
             self._current: tuple[TabularModel, str] | None = None
             self._stop = threading.Event()
-            self._said: tuple[str, ...] = ()
+            self._said: tuple[str, ...] | None = None  # the last reasons, once known
             self._dropped = 0
             self.history = (
                 OnlineHistory(
@@ -253,11 +255,11 @@ def build(settings: Settings) -> Any:
                 )
             if store_problem:
                 reasons.append(f"online feature store {store_name}: {store_problem}")
-            meters.ready.set(0 if reasons else 1)
-            meters.not_ready.labels(reason="no_champion").set(int(no_champion))
-            meters.not_ready.labels(reason="store_not_seeded").set(int(bool(store_problem)))
-            if tuple(reasons) != self._said:  # say it once per change, not per probe
+            if tuple(reasons) != self._said:  # once per change: this runs for every request
                 self._said = tuple(reasons)
+                meters.ready.set(0 if reasons else 1)
+                meters.not_ready.labels(reason="no_champion").set(int(no_champion))
+                meters.not_ready.labels(reason="store_not_seeded").set(int(bool(store_problem)))
                 if reasons:
                     log.warning("not ready: %s", "; ".join(reasons))
                 else:
@@ -325,7 +327,12 @@ def build(settings: Settings) -> Any:
             model, version = current
             batch = scorer.record_columns(records, spec)
             history = self.history
-            histories = history.read(scorer.distinct_entities(batch, spec)) if history else {}
+            histories: dict[str, History] | None = {}
+            if history:
+                began, direct = time.perf_counter(), history.up
+                histories = history.read(scorer.distinct_entities(batch, spec))
+                if direct:  # a call was made (a failed one shows its timeout)
+                    meters.store_seconds.labels(op="read").observe(time.perf_counter() - began)
             scored = scorer.score_columns(
                 batch,
                 histories,
@@ -335,7 +342,10 @@ def build(settings: Settings) -> Any:
                 serving.decline_threshold,
             )
             if history:
+                began, direct = time.perf_counter(), history.up
                 history.write(batch)
+                if direct:
+                    meters.store_seconds.labels(op="append").observe(time.perf_counter() - began)
             now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")
             self.predictions.append(
                 scorer.log_columns(batch, scored, spec, version, uuid.uuid4().hex, now)
@@ -384,6 +394,7 @@ def build(settings: Settings) -> Any:
         score_async.__name__ = "score"
         FraudService.score = bentoml.api(score_async)  # type: ignore[attr-defined]
 
+    timeout.install()  # BentoML's own leaks a timer per request (serving/timeout.py)
     service = bentoml.service(
         name=NAME,
         workers=serving.workers,

@@ -31,7 +31,7 @@ OURS = [
     metrics.LOG_SPOOLED,
     metrics.STORE_UP,
     metrics.STORE_PENDING,
-    *(f"{h}_bucket" for h in (metrics.BATCH_SIZE, metrics.SCORE)),
+    *(f"{h}_bucket" for h in (metrics.BATCH_SIZE, metrics.SCORE, metrics.STORE_SECONDS)),
     *(
         f"{c}_total"
         for c in (

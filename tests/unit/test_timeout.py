@@ -1,0 +1,124 @@
+"""The request timeout: BentoML's contract (504 past the timeout, nothing cut once the response
+has started) without a live timer per answered request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from bentoml._internal.server.base_app import BaseAppFactory
+from bentoml._internal.server.http import traffic
+
+from pipelines.serving.timeout import RequestTimeout, install
+
+BENTOML_TIMEOUT = RequestTimeout.__bases__[0]  # BentoML's own class, whatever install did
+
+
+def live_timers(loop: asyncio.AbstractEventLoop) -> int:
+    return sum(not h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+
+
+async def answer(scope: Any, receive: Any, send: Any, delay: float = 0.0) -> None:
+    await asyncio.sleep(delay)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(delay)
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def call(middleware: Any) -> list[dict]:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    await middleware({"type": "http", "path": "/score", "method": "POST"}, receive, send)
+    return sent
+
+
+def requests_then_timers(cls: type, n: int) -> int:
+    async def main() -> int:
+        middleware = cls(answer, timeout=10)
+        for _ in range(n):
+            assert (await call(middleware))[-1]["body"] == b"ok"
+        return live_timers(asyncio.get_running_loop())
+
+    return asyncio.run(main())
+
+
+def test_bentomls_timeout_leaves_a_timer_per_answered_request() -> None:
+    """Why RequestTimeout exists: if this fails, BentoML fixed it and ours can go."""
+    assert requests_then_timers(BENTOML_TIMEOUT, 200) == 200
+
+
+def test_answered_requests_leave_no_timer() -> None:
+    assert requests_then_timers(RequestTimeout, 200) == 0
+
+
+def test_a_request_slower_than_the_timeout_gets_504_and_is_cancelled() -> None:
+    cancelled = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> list[dict]:
+        sent = await call(RequestTimeout(slow, timeout=0.05))
+        assert live_timers(asyncio.get_running_loop()) == 0
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent[0]["status"] == 504
+    body = json.loads(sent[1]["body"])
+    assert body == {"error": "Not able to process the request in 0.05 seconds"}
+    assert cancelled == [True]
+
+
+def test_a_started_response_is_not_cut_by_the_timeout() -> None:
+    async def main() -> list[dict]:
+        return await call(RequestTimeout(lambda s, r, w: answer(s, r, w, delay=0.06), timeout=0.1))
+
+    sent = asyncio.run(main())
+    assert [m.get("status") for m in sent] == [200, None]
+    assert sent[-1]["body"] == b"ok"
+
+
+def test_an_app_error_reaches_the_server_at_once() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(RuntimeError, match="boom"):
+            await call(RequestTimeout(broken, timeout=30))
+        assert loop.time() - began < 30  # not held until the timeout, as BentoML's does
+
+    asyncio.run(main())
+
+
+def test_install_makes_bentoml_build_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(traffic, "TimeoutMiddleware", BENTOML_TIMEOUT)
+
+    class App(BaseAppFactory):
+        name = "probe"
+
+        @property
+        def on_startup(self) -> list:
+            return []
+
+        @property
+        def on_shutdown(self) -> list:
+            return []
+
+    install()
+    built = [m.cls for m in App(timeout=5).middlewares]
+    assert RequestTimeout in built
+    assert BENTOML_TIMEOUT not in built
