@@ -85,3 +85,21 @@ def test_a_bento_builds_on_a_machine_with_nothing_but_the_project_install(tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().startswith("fraud_service:")
     assert list((tmp_path / "bentoml" / "bentos" / "fraud_service").iterdir())
+
+
+def test_the_bento_pins_the_lock_files_versions() -> None:
+    """The bento installs without network access to a resolver: its pins must be the lock's."""
+    import yaml
+
+    locked = {
+        p["name"]: p["version"]
+        for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+        if "version" in p
+    }
+    pins = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]["packages"]
+    wrong = {}
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        if locked.get(name.lower().replace("_", "-")) != version:
+            wrong[name] = (version, locked.get(name))
+    assert not wrong, f"bentofile.yaml pin -> (pinned, locked): {wrong}"
