@@ -32,7 +32,9 @@ from pipelines.core.history import MS_PER_MINUTE, History
 
 # How long after its append an id is remembered, so that its retry is skipped. Retries come
 # within seconds; the service's replay after a store outage within hours. The bound keeps the
-# ids a store holds proportional to a day of traffic, not to the history.
+# ids a store holds proportional to a day of traffic, not to the history. (An append whose
+# answer was lost, replayed after more than this, would count twice: an outage that long calls
+# for `materialize --force` after the next ingest anyway.)
 ID_RETENTION_MINUTES = 24 * 60
 
 

@@ -150,10 +150,11 @@ class RedisStore:
         except self._redis_errors as err:
             raise StoreUnavailable(f"feature store {self._where}: {err}") from err
         self._read = read
-        return {e: h for e, (_, h) in read.items()}
+        return {e: h for e, (token, h) in read.items() if token}
 
     def _fetch(self, entities: Sequence[str]) -> dict[str, tuple[bytes, History]]:
-        """Each stored entity's (token, history), in one MGET with the generation pointer."""
+        """Each entity's (token, history), in one MGET with the generation pointer; an entity
+        with no card yet gets (b"", an empty history): what the script expects for a new card."""
         while True:
             gen = self._current()
             values = self.redis.mget([self._pointer, *(self._card(gen, e) for e in entities)])
@@ -161,9 +162,8 @@ class RedisStore:
                 self._generation = None
                 continue
             return {
-                e: (v[:_TOKEN], from_bytes(v[_TOKEN:]))
+                e: (v[:_TOKEN], from_bytes(v[_TOKEN:])) if v is not None else (b"", History())
                 for e, v in zip(entities, values[1:], strict=True)
-                if v is not None
             }
 
     def append(self, columns: Mapping[str, np.ndarray]) -> int:
@@ -211,10 +211,9 @@ class RedisStore:
         kept = [e for e, f in zip(entities, fresh.tolist(), strict=True) if f]
         groups = group_by_entity(batch, kept)
         cards = list(groups)
-        tokens = [base[e][0] if e in base else b"" for e in cards]
+        tokens = [base[e][0] for e in cards]
         values = [
-            os.urandom(_TOKEN)
-            + to_bytes(append_to(base[e][1] if e in base else History(), groups[e], self.spec))
+            os.urandom(_TOKEN) + to_bytes(append_to(base[e][1], groups[e], self.spec))
             for e in cards
         ]
         new_ids = [i for i, f in zip(ids, fresh.tolist(), strict=True) if f]
@@ -232,7 +231,7 @@ class RedisStore:
     def seed(self, events: pd.DataFrame) -> None:
         """Write a complete new generation, switch the pointer to it, then delete the old one."""
         histories, ids, n = seed_content(events, self.spec)
-        gen, old = uuid.uuid4().hex, self.redis.get(self._pointer)
+        gen = uuid.uuid4().hex
         items = list(histories.items())
         for part in _chunks(items, _CHUNK):
             self.redis.mset({self._card(gen, e): os.urandom(_TOKEN) + to_bytes(h) for e, h in part})
@@ -249,7 +248,9 @@ class RedisStore:
                 "seeded_at": dt.datetime.now(dt.UTC).isoformat(),
             },
         )
-        self.redis.set(self._pointer, gen)  # the switch: appends watching the pointer start over
+        # The switch (appends in flight see the pointer change and start over); GET returns what
+        # it replaced, which is what to delete even if another seed switched in between.
+        old = self.redis.set(self._pointer, gen, get=True)
         self._generation = gen
         if old is not None and old.decode() != gen:
             pattern = f"{self.prefix}:{old.decode()}:*"

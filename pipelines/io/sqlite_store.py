@@ -173,7 +173,10 @@ class SQLiteStore:
     def seed(self, events: pd.DataFrame) -> None:
         histories, ids, n = seed_content(events, self.spec)
         generation = self._build(histories, ids, seeded=True, events=n)
-        con, old = self._connection()
+        # A connection of its own, without the layout check: a seed replaces a store built for
+        # any layout (that is how one built for other windows is repaired).
+        con = self._connect()
+        old = os.readlink(self.path)
         link = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.link")
         con.execute("BEGIN IMMEDIATE")  # no append is mid-transaction on the old generation
         try:
@@ -186,6 +189,7 @@ class SQLiteStore:
             raise
         finally:
             con.execute("ROLLBACK")
+            con.close()
         self._drop_thread_connection()
         _remove_generation(self.path.parent / old)
 

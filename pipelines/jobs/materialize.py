@@ -24,7 +24,7 @@ def run(settings: Settings, force: bool = False) -> int:
         return 0
     store = open_store(settings.serving.feature_store, spec, timeout_seconds=30)
     try:
-        if store.count() and not force:
+        if not force and store.count():  # a store built for another layout says so here
             print(
                 f"materialize: {settings.serving.feature_store} already holds {store.count():,} events; "
                 "use --force to replace them"

@@ -53,7 +53,9 @@ class OnlineHistory:
         self._lock = threading.Lock()
         self._pending: collections.deque[Mapping[str, np.ndarray]] = collections.deque()
         self._pending_events = 0
+        self._replaying = 0  # batches at the head of _pending that an append is writing
         self._dropped = 0
+        self._unusable: str | None = None  # why the store cannot be used although it answers
         self._up = True
         self._seeded = False
         self._stop = threading.Event()
@@ -76,12 +78,12 @@ class OnlineHistory:
         return self._dropped
 
     def read(self, entities: Sequence[str]) -> dict[str, History] | None:
-        """The stored histories of `entities`; None while the store is down."""
+        """The stored histories of `entities`; None while the store is down or unusable."""
         if not self._up:
             return None
         try:
             return self.store.histories(entities)
-        except StoreUnavailable as err:
+        except (StoreUnavailable, ValueError) as err:
             self._went_down(err)
             return None
 
@@ -92,15 +94,20 @@ class OnlineHistory:
                 try:
                     self.store.append(columns)
                     return
-                except StoreUnavailable as err:
+                except (StoreUnavailable, ValueError) as err:
                     self._went_down(err)
             with self._lock:
                 if self._up:  # the store came back meanwhile: append directly
                     continue
                 self._pending.append(columns)
                 self._pending_events += _size(columns)
-                while self._pending_events > self.max_pending and len(self._pending) > 1:
-                    n = _size(self._pending.popleft())
+                # Drop the oldest, but never what the replay is appending right now.
+                while (
+                    self._pending_events > self.max_pending
+                    and len(self._pending) > self._replaying + 1
+                ):
+                    n = _size(self._pending[self._replaying])
+                    del self._pending[self._replaying]
                     self._pending_events -= n
                     self._dropped += n
             self._changed()
@@ -111,12 +118,14 @@ class OnlineHistory:
         would look new; built for other windows or columns), else None, also while it is down
         (it cannot say; scoring without history beats refusing). A store once seen usable is
         not asked again."""
-        if self._seeded:
+        if self._unusable is not None:
+            return self._unusable
+        if self._seeded or not self._up:  # while down, no request waits on the store
             return None
         try:
             self._seeded = self.store.seeded()
         except StoreUnavailable as err:
-            log.warning("cannot tell whether the online store is seeded: %s", err)
+            self._went_down(err)
             return None
         except ValueError as err:  # a store built for another spec
             return str(err)
@@ -131,8 +140,13 @@ class OnlineHistory:
         self.store.close()
 
     def _went_down(self, err: Exception) -> None:
+        """Stop using the store: it does not answer (StoreUnavailable), or it answers with
+        content built for another layout (ValueError: re-seeded by a newer deploy; this replica
+        is not ready until it is replaced or the store re-seeded for it)."""
         with self._lock:
             was_up, self._up = self._up, False
+            if isinstance(err, ValueError):
+                self._unusable = str(err)
         if was_up:
             log.error(
                 "online store unavailable: scoring on request-level features, keeping events "
@@ -153,6 +167,8 @@ class OnlineHistory:
                 self._replay()
             except StoreUnavailable as err:  # still down: try again next time
                 log.debug("online store still unavailable: %s", err)
+            except ValueError as err:  # still built for another layout
+                log.debug("online store still unusable: %s", err)
             except Exception:  # the replay must outlive any one failure; say what it was
                 log.exception("replaying into the online store failed; retrying")
 
@@ -160,11 +176,12 @@ class OnlineHistory:
         """Replay the buffer oldest first, up to REPLAY_CHUNK events per append (under load the
         buffer grows while it is replayed: one event per round trip would never catch up); mark
         the store up once it is empty. Raises what the store raises (the events stay buffered)."""
-        self.store.histories([])  # a probe: raises while down
+        self.store.histories([])  # a probe: raises while down (or built for another layout)
         while True:
             with self._lock:
                 if not self._pending:
                     self._up = True  # under the lock: no request can add behind this check
+                    self._unusable = None
                     break
                 head, n = [], 0
                 for batch in self._pending:
@@ -172,14 +189,15 @@ class OnlineHistory:
                     n += _size(batch)
                     if n >= REPLAY_CHUNK:
                         break
-            self.store.append({k: np.concatenate([b[k] for b in head]) for k in head[0]})
+                self._replaying = len(head)
+            try:
+                self.store.append({k: np.concatenate([b[k] for b in head]) for k in head[0]})
+            finally:
+                with self._lock:
+                    self._replaying = 0
             with self._lock:
-                for batch in head:
-                    if self._pending and self._pending[0] is batch:
-                        self._pending.popleft()
-                        self._pending_events -= _size(batch)
-                    else:  # dropped from a full buffer while it was being appended: not lost
-                        self._dropped -= _size(batch)
+                for _ in head:  # still at the head: a full buffer drops behind them
+                    self._pending_events -= _size(self._pending.popleft())
             self._changed()
         log.warning("online store answers again: replayed the events scored while it was down")
         self._changed()

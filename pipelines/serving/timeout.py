@@ -37,6 +37,8 @@ class RequestTimeout(traffic.TimeoutMiddleware):
         started = loop.create_future()
 
         async def send_first(message: Any) -> None:
+            if started.cancelled():  # timed out: the client has its 504, the rest goes nowhere
+                return
             if not started.done():
                 started.set_result(None)
             await send(message)
@@ -47,16 +49,22 @@ class RequestTimeout(traffic.TimeoutMiddleware):
                 {started, app}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
             )
         except asyncio.CancelledError:  # the server gave up on the request: so does the app
-            app.cancel()
+            _abandon(app)
             raise
         if started.done() or app.done():
             await app
             return
-        app.cancel()
-        await asyncio.gather(app, return_exceptions=True)
-        if not started.done():
-            body = {"error": f"Not able to process the request in {self.timeout} seconds"}
-            await JSONResponse(body, status_code=504)(scope, receive, send)
+        started.cancel()
+        _abandon(app)  # answered now, as BentoML does, not after the app has unwound
+        body = {"error": f"Not able to process the request in {self.timeout} seconds"}
+        await JSONResponse(body, status_code=504)(scope, receive, send)
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and retrieve its outcome when it ends (else asyncio logs "exception was
+    never retrieved" for an app that fails while unwinding)."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def install() -> None:

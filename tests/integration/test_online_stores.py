@@ -236,6 +236,24 @@ def test_an_append_after_another_replica_wrote_the_same_cards_folds_on_theirs(
         other.close()
 
 
+def test_a_store_built_for_other_windows_is_refused_until_seeded_again(url: str) -> None:
+    df = events(200, seed=9, cards=3)
+    other = FeatureSpec(Contract(), (1, 24))
+    old = open_store(url, other, timeout_seconds=10)
+    old.seed(df)
+    old.close()
+    store = open_store(url, SPEC, timeout_seconds=10)
+    try:
+        with pytest.raises(ValueError, match="seed it again"):
+            store.histories(["c0000"])
+        store.seed(df)  # what materialize --force does
+        cards = sorted(df["card_id"].unique())
+        offline = histories_of(df, SPEC)
+        assert_histories_equal(store.histories(cards), {c: offline[c] for c in cards})
+    finally:
+        store.close()
+
+
 def test_a_seed_replaces_everything_at_once(store: OnlineStore) -> None:
     old, new = events(2000, seed=8, prefix="old"), events(1000, seed=9, prefix="new", cards=4)
     store.seed(old)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipelines.config import Contract
 from pipelines.core.features import FeatureSpec, event_columns
+from pipelines.io.feature_store import StoreUnavailable
 from pipelines.io.sqlite_store import SQLiteStore
 from pipelines.serving.online_history import OnlineHistory
 
@@ -108,3 +109,50 @@ def test_an_unseeded_or_foreign_store_is_unusable(tmp_path: Path) -> None:
     assert history.unusable() is None
     history.close()
     assert history.unusable() is None  # remembered: a closed store is not asked again
+
+
+def test_a_store_reseeded_for_another_layout_takes_the_replica_out_not_down(
+    tmp_path: Path,
+) -> None:
+    """A newer deploy re-seeds the shared store for other windows while this replica serves:
+    requests keep their answers (no history) instead of failing, readiness says why, and the
+    replica comes back by itself once the store is seeded for it again."""
+    path = tmp_path / "s.sqlite"
+    store = SQLiteStore(path, SPEC, busy_timeout_ms=30)
+    store.seed(pd.DataFrame(columns=SPEC.history_columns))
+    history = OnlineHistory(store, max_pending=100, retry_seconds=0.05)
+    history.write(batch(3, "a"))
+    assert history.unusable() is None and history.read(["c0"]) is not None
+
+    newer = FeatureSpec(Contract(), (1, 24))
+    SQLiteStore(path, newer).seed(pd.DataFrame(columns=newer.history_columns))
+    assert history.read(["c0"]) is None  # no exception reaches the request
+    history.write(batch(3, "b", "2026-01-02"))  # kept for when the store fits again
+    assert "seed it again" in (history.unusable() or "")
+
+    SQLiteStore(path, SPEC).seed(pd.DataFrame(columns=SPEC.history_columns))
+    wait_until(lambda: history.up)
+    assert history.unusable() is None and history.pending == 0
+    assert store.count() == 3  # the kept events, replayed into the store built for this spec
+    history.close()
+
+
+class Unreachable(SQLiteStore):
+    """A store whose server cannot be reached, counting how often it is asked."""
+
+    asked = 0
+
+    def seeded(self) -> bool:
+        Unreachable.asked += 1
+        raise StoreUnavailable("connection refused")
+
+    def histories(self, entities):  # noqa: ANN001, ANN201
+        raise StoreUnavailable("connection refused")
+
+
+def test_readiness_does_not_wait_on_a_store_that_does_not_answer(tmp_path: Path) -> None:
+    history = OnlineHistory(Unreachable(tmp_path / "s.sqlite", SPEC), 10, retry_seconds=60)
+    for _ in range(100):  # one readiness check per request
+        assert history.unusable() is None  # scoring without history beats refusing
+    assert Unreachable.asked == 1 and not history.up
+    history.close()

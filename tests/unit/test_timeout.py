@@ -71,6 +71,7 @@ def test_a_request_slower_than_the_timeout_gets_504_and_is_cancelled() -> None:
 
     async def main() -> list[dict]:
         sent = await call(RequestTimeout(slow, timeout=0.05))
+        await asyncio.sleep(0)  # the 504 does not wait for the app to unwind; let it
         assert live_timers(asyncio.get_running_loop()) == 0
         return sent
 
@@ -78,6 +79,45 @@ def test_a_request_slower_than_the_timeout_gets_504_and_is_cancelled() -> None:
     assert sent[0]["status"] == 504
     body = json.loads(sent[1]["body"])
     assert body == {"error": "Not able to process the request in 0.05 seconds"}
+    assert cancelled == [True]
+
+
+def test_an_app_answering_after_the_timeout_sends_nothing_more() -> None:
+    async def stubborn(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:  # ignores the cancellation and answers anyway
+            await answer(scope, receive, send)
+
+    async def main() -> list[dict]:
+        sent = await call(RequestTimeout(stubborn, timeout=0.05))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return sent
+
+    sent = asyncio.run(main())
+    assert [m.get("status") for m in sent] == [504, None]  # the 504's start and body only
+
+
+def test_a_cancelled_request_cancels_the_app() -> None:
+    cancelled = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> None:
+        request = asyncio.ensure_future(call(RequestTimeout(slow, timeout=30)))
+        await asyncio.sleep(0.01)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
     assert cancelled == [True]
 
 
