@@ -20,9 +20,9 @@ twice. The WATCH/MGET/MULTI version this replaced took three round trips, re-rea
 sent a command per id: a 64-record batch's append took 6.3 ms in process, now 5.2 ms.
 
 Memory per card is bounded by its history's buckets (core/history.py `max_buckets`: 369 with the
-default windows, 40 bytes each); cards are never expired (their folded totals feed `hist_n_prior` and the amount statistics), so memory grows with
-the number of cards. The keys of one append span hash slots: a single Redis primary (with
-replicas, managed or not), not Redis Cluster.
+default windows, 40 bytes each); cards are never expired (their folded totals feed `hist_n_prior`
+and the amount statistics), so memory grows with the number of cards. The keys of one append span
+hash slots: a single Redis primary (with replicas, managed or not), not Redis Cluster.
 """
 
 from __future__ import annotations
