@@ -321,47 +321,6 @@ def bare_app(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-class Redis:
-    """Debian's redis-server (unpacked by `make install`) on a free port, no persistence."""
-
-    def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                runtime.os_tool("redis-server"),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(work),
-            ],
-            env=runtime.os_tool_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("redis-server did not start") from None
-                time.sleep(0.1)
-
-    def url(self, prefix: str) -> str:
-        return f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
-
-    def stop(self) -> None:
-        stop(self.proc)
-
-
 def card_cost(url: str, rounds: int = 7, per_round: int = 60) -> list[dict]:
     """In process, the hot path for one record (read the card's history, compute its features,
     append it) on cards of 10, 1,000 and 100,000 events (one every ~10 min) and a burst card
@@ -449,20 +408,24 @@ def store_suite(args: argparse.Namespace, work: Path) -> None:
     from pipelines.config import load_settings
     from pipelines.core.features import FeatureSpec
     from pipelines.io.feature_store import open_store
+    from tests.integration.conftest import RedisServer
 
-    redis = Redis(work)
+    redis = RedisServer(free_port(), work / "redis", fsync="everysec")
+    redis.start()
+    assert redis.proc is not None
+    redis_pid = redis.proc.pid
     try:
         print("per-record cost by card size ...", flush=True)
         cost = {
             "SQLite": card_cost(str(work / "cost.sqlite")),
-            "Redis": card_cost(redis.url("cost")),
+            "Redis": card_cost(f"{redis.url}?prefix=cost"),
         }
         print("building a trained repo ...", flush=True)
         repo = build_repo(work / "repo")
         settings = load_settings(repo / "params.yaml")
         spec = FeatureSpec.from_settings(settings)
         raw = pd_read(repo / settings.paths.raw / "transactions.parquet", spec.history_columns)
-        store = open_store(redis.url("serving"), spec, timeout_seconds=30)
+        store = open_store(f"{redis.url}?prefix=serving", spec, timeout_seconds=30)
         store.seed(raw)
         store.close()
 
@@ -482,8 +445,8 @@ def store_suite(args: argparse.Namespace, work: Path) -> None:
         http: dict[str, dict] = {}
         for label, workers, target in [
             ("SQLite, 1 worker", 1, None),
-            ("Redis, 1 worker", 1, redis.url("serving")),
-            ("Redis, 2 workers", 2, redis.url("serving")),
+            ("Redis, 1 worker", 1, f"{redis.url}?prefix=serving"),
+            ("Redis, 2 workers", 2, f"{redis.url}?prefix=serving"),
         ]:
             global PIN
             PIN = workers == 1
@@ -491,12 +454,10 @@ def store_suite(args: argparse.Namespace, work: Path) -> None:
             script.write_text(f'RUN = "{label[:5]}-{workers}-{time.time_ns()}"\n' + LUA)
             proc, url = start("adaptive", repo, workers, target)
             try:
-                redis_before = cpu_seconds(redis.proc.pid)
+                redis_before = cpu_seconds(redis_pid)
                 http[label] = measure(url, 64, args.duration, script, "adaptive", proc.pid)
                 served = http[label]["rps"] * args.duration
-                http[label]["redis_us"] = (
-                    (cpu_seconds(redis.proc.pid) - redis_before) / served * 1e6
-                )
+                http[label]["redis_us"] = (cpu_seconds(redis_pid) - redis_before) / served * 1e6
             finally:
                 stop(proc)
             r = http[label]

@@ -235,11 +235,14 @@ def service(served_repo: Path) -> Iterator[Service]:
 @dataclass
 class RedisServer:
     """A real redis-server (Debian's, unpacked by `make install`) on 127.0.0.1, its data in `dir`
-    (append-only file: a restart keeps what was written, as a managed Redis would)."""
+    (append-only file: a restart keeps what was written, as a managed Redis would). `fsync`:
+    Redis' appendfsync, `always` for the tests that stop it, `everysec` (managed Redis' usual)
+    for the benchmarks."""
 
     port: int
     dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    fsync: str = "always"
 
     @property
     def url(self) -> str:
@@ -260,7 +263,7 @@ class RedisServer:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.fsync,
                 "--save",
                 "",
                 "--protected-mode",

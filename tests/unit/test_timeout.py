@@ -40,6 +40,20 @@ async def call(middleware: Any) -> list[dict]:
     return sent
 
 
+def never_answers() -> tuple[Any, list[bool]]:
+    """An app that waits forever, and the list it appends to when it is cancelled."""
+    cancelled: list[bool] = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    return slow, cancelled
+
+
 def requests_then_timers(cls: type, n: int) -> int:
     async def main() -> int:
         middleware = cls(answer, timeout=10)
@@ -60,14 +74,7 @@ def test_answered_requests_leave_no_timer() -> None:
 
 
 def test_a_request_slower_than_the_timeout_gets_504_and_is_cancelled() -> None:
-    cancelled = []
-
-    async def slow(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.append(True)
-            raise
+    slow, cancelled = never_answers()
 
     async def main() -> list[dict]:
         sent = await call(RequestTimeout(slow, timeout=0.05))
@@ -100,14 +107,7 @@ def test_an_app_answering_after_the_timeout_sends_nothing_more() -> None:
 
 
 def test_a_cancelled_request_cancels_the_app() -> None:
-    cancelled = []
-
-    async def slow(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.append(True)
-            raise
+    slow, cancelled = never_answers()
 
     async def main() -> None:
         request = asyncio.ensure_future(call(RequestTimeout(slow, timeout=30)))
