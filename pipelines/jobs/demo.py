@@ -45,7 +45,7 @@ from pipelines.config import Settings, Simulate
 from pipelines.core import metrics
 from pipelines.core.dataset import join_labels
 from pipelines.core.features import FeatureSpec, build_features
-from pipelines.io import manifest, registry
+from pipelines.io import manifest, prefect_api, registry
 from pipelines.runtime import bootstrap, tool
 from pipelines.sources import simulator
 
@@ -222,7 +222,9 @@ def main(project: Settings) -> None:
             )
             wait(
                 "the deployments",
-                lambda: len(httpx.post(f"{api}/deployments/filter", json={}).json()) >= 4,
+                lambda: (
+                    len(prefect_api.call(api, "POST", "/deployments/filter", json={}).json()) >= 4
+                ),
                 120,
             )
 
@@ -245,8 +247,10 @@ def main(project: Settings) -> None:
             time.sleep(2 * s.serving.log_flush_seconds)
 
             def runs(flow: str) -> list[dict]:
-                return httpx.post(
-                    f"{api}/flow_runs/filter",
+                return prefect_api.call(
+                    api,
+                    "POST",
+                    "/flow_runs/filter",
                     json={"flows": {"name": {"any_": [flow]}}, "sort": "EXPECTED_START_TIME_DESC"},
                 ).json()
 
@@ -266,12 +270,12 @@ def main(project: Settings) -> None:
             )
             deployment = next(
                 d
-                for d in httpx.post(f"{api}/deployments/filter", json={}).json()
+                for d in prefect_api.call(api, "POST", "/deployments/filter", json={}).json()
                 if d["name"] == "drift-check"
             )
             for _ in range(s.drift.persistence):
-                created = httpx.post(
-                    f"{api}/deployments/{deployment['id']}/create_flow_run", json={}
+                created = prefect_api.call(
+                    api, "POST", f"/deployments/{deployment['id']}/create_flow_run", json={}
                 ).json()
                 check = wait("the drift check", functools.partial(finished, created["id"]), 300)
                 print(f"    drift-check {check['state']['name']}: {check['state']['message']}")

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from pipelines import runtime
+from pipelines.io import prefect_api
 from tests.conftest import make_repo, train_for_serving
 
 
@@ -326,15 +327,8 @@ class PrefectServer:
         }
 
     def call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        """One API call, retried the way Prefect's own client retries: a busy server's SQLite
-        answers 503 (and 429/502 in front of it) for a moment under load; anything else raises."""
-        for attempt in range(6):
-            resp = httpx.request(method, f"{self.api_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
-            if resp.status_code not in (429, 502, 503) or attempt == 5:
-                break
-            time.sleep(float(resp.headers.get("retry-after", 0)) or 2**attempt * 0.5)
-        resp.raise_for_status()
-        return resp
+        """One API call, retried on a busy server's transient answers (`io.prefect_api`)."""
+        return prefect_api.call(self.api_url, method, path, **kwargs)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         stop_group(self.proc)
