@@ -101,10 +101,10 @@ class OnlineHistory:
                     continue
                 self._pending.append(columns)
                 self._pending_events += _size(columns)
-                # Drop the oldest, but never what the replay is appending right now.
-                while (
-                    self._pending_events > self.max_pending
-                    and len(self._pending) > self._replaying + 1
+                # Drop the oldest, but never what the replay is appending right now (when
+                # that is all there is, the batch just added goes): the bound always holds.
+                while self._pending_events > self.max_pending and len(self._pending) > (
+                    self._replaying
                 ):
                     n = _size(self._pending[self._replaying])
                     del self._pending[self._replaying]
