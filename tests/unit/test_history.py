@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.config import Contract
@@ -168,3 +168,59 @@ def test_features_from_stored_histories_equal_the_offline_ones(
         rtol=1e-9,
         atol=1e-9,
     )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.integers(0, 40 * 24 * 3600),  # over a month: some fold into the totals
+                # on a quarter-hour grid in the last week: buckets at the windows' first minutes
+                st.integers(0, 7 * 24 * 4).map(lambda q: 33 * 24 * 3600 + 900 * q),
+            ),
+            st.sampled_from([0.0, 0.0, 12.5, 99.99, 1e6]),  # zeros: a mean of zero
+            st.sampled_from(["US", "GB", None]),
+        ),
+        max_size=40,
+    ),
+    st.one_of(  # the probe, from late to well after the newest event
+        st.integers(-3 * 3600, 6 * 3600), st.integers(-8, 24).map(lambda q: 900 * q)
+    ),
+    st.sampled_from(["US", "FR", None]),
+    st.booleans(),
+)
+@example(  # every 45 min for a week: a bucket starts at each window's first minute
+    events=[(33 * 24 * 3600 + 2700 * q, 10.0, "US") for q in range(224)],
+    probe_offset=900,
+    country="US",
+    known_card=True,
+)
+def test_one_record_gets_exactly_the_features_of_a_batch_row(
+    events: list[tuple[int, float, str | None]],
+    probe_offset: int,
+    country: str | None,
+    known_card: bool,
+) -> None:
+    """The one-record path (most requests) and the batch path give the same numbers bit for bit,
+    for a card with any history (folded totals, zero amounts, missing values), a new card, and
+    an event late or within the slack."""
+    seconds = sorted(s for s, _, _ in events)
+    df = card_events(seconds, [a for _, a, _ in events]).assign(
+        merchant_country=pd.array([c for _, _, c in events], dtype="string")
+    )
+    histories = histories_of(df, SPEC) if events else {}
+    probe_ts = T0 + pd.Timedelta(seconds=max(seconds, default=0) + probe_offset)
+    probe = card_events([0, 0], [42.0, 7.0]).assign(
+        ts=[probe_ts, probe_ts],
+        card_id=["c" if known_card else "new", "other"],
+        merchant_country=pd.array([country, "US"], dtype="string"),
+    )
+    batch = event_columns(probe, SPEC)
+    alone, alone_late = online_features({k: v[:1] for k, v in batch.items()}, histories, SPEC)
+    together, together_late = online_features(batch, histories, SPEC)
+    assert alone_late[0] == together_late[0]
+    for name in SPEC.numeric:
+        np.testing.assert_array_equal(alone[name], together[name][:1], err_msg=name)
+    for name in SPEC.categorical:
+        assert str(alone[name][0]) == str(together[name][0])
