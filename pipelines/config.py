@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -522,13 +523,19 @@ class ConfigError(ValueError):
 
 
 def _describe(err: ValidationError) -> str:
+    """One line per problem: the key and what is wrong with it. A check across keys (a
+    validator's ValueError) names its keys itself, and its input is a whole section or the
+    whole file: never echoed. Other inputs are shown shortened."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = ".".join(str(p) for p in e["loc"])
+        where = f"  {key}: " if key else "  "
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"{where}unknown key")
+        elif e["type"] == "value_error":
+            lines.append(where + str(e["msg"]).removeprefix("Value error, "))
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"{where}{e['msg']} (got {reprlib.repr(e.get('input'))})")
     return "\n".join(lines)
 
 

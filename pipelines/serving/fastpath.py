@@ -10,8 +10,9 @@ This middleware sits where the service's own middlewares sit: after BentoML's tr
 tracing and request-metrics middlewares, so those still see every request. It reads the body
 (at most `serving.max_body_bytes`: 413 beyond) and hands it to the service's handler, which
 answers everything: 200, 400 naming the field, 503 when the queue is full. An error while scoring
-becomes a generic 500 (logged with its traceback). Without a handler (before the service runs,
-or with `serving.batching: bentoml`) BentoML's endpoint answers.
+becomes a generic 500 (logged with its traceback). Without a handler (before the service runs)
+BentoML's endpoint answers, and with `serving.batching: bentoml` it answers the bodies the
+handler passes on (it refuses the bad ones itself).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from pipelines.serving.edge import SCORE_PATH, Hooks, error
+from pipelines.serving.edge import SCORE_PATH, Answer, Hooks, error
 
 log = logging.getLogger("fraud.service")
 
@@ -49,6 +50,7 @@ class FastPath:
         body = await _read_body(receive, limit)
         if body is None:  # the client left
             return
+        answer: Answer | None
         if len(body) > limit:
             answer = error(
                 413, f"the body has more than serving.max_body_bytes={limit:,} bytes", "too_large"
@@ -61,9 +63,26 @@ class FastPath:
                 answer = error(
                     500, "An unexpected error has occurred, please check the server log.", "error"
                 )
+            if answer is None:  # the handler passes it on: BentoML reads the body read here
+                return await self.app(scope, _replay(body, receive), send)
         await self.hooks.send(
             send, dataclasses.replace(answer, headers=(*answer.headers, *self.server))
         )
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI `receive` that gives `body` as the whole request, then what `receive` gives (a
+    disconnect)."""
+    sent = False
+
+    async def replayed() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 async def _read_body(receive: Any, limit: int) -> bytes | None:

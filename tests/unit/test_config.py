@@ -52,6 +52,24 @@ def test_invalid_params_name_the_problem(params: dict, named: str) -> None:
     assert named in str(err.value)
 
 
+def test_a_mistake_is_named_once_without_the_rest_of_the_file() -> None:
+    """A check across sections sees the whole file: its message names the keys, and neither the
+    file nor a section is echoed after it (it was ~3,000 characters); a long input is shortened."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["evaluate"]["slice_by"] = ["city"]
+    with pytest.raises(ConfigError) as err:
+        parse_settings(params, "params.yaml")
+    assert str(err.value).splitlines() == [
+        "params.yaml is invalid:",
+        "  evaluate.slice_by names ['city'], which are not in contract.categorical",
+    ]
+    params["serving"]["host"] = ["127.0.0.1"] * 500
+    with pytest.raises(ConfigError) as err:
+        parse_settings(params, "params.yaml")
+    assert "serving.host: Input should be a valid string" in str(err.value)
+    assert len(str(err.value)) < 200
+
+
 def test_a_team_can_describe_its_own_table(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(
