@@ -194,9 +194,15 @@ class Validate(_Frozen):
 
 
 class Features(_Frozen):
-    """History feature windows, in hours (pipelines/core/features.py)."""
+    """Feature settings (pipelines/core/features.py): history windows in hours, and the features
+    derived from each request's timestamp."""
 
     windows_hours: tuple[int, ...] = (1, 24, 168)
+    request: tuple[Literal["hour", "day_of_week"], ...] = Field(
+        ("hour", "day_of_week"),
+        description="Features derived from the record's timestamp (UTC hour 0-23, day of week "
+        "0 = Monday); [] for a table whose time of day means nothing (a yearly snapshot).",
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> Features:

@@ -17,7 +17,7 @@ row's values do not depend on which other entities happen to be in the frame.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,12 @@ from pipelines.core.history import (
 )
 
 _MS_PER_HOUR = 3_600_000
+# Features derived from a record's own timestamp (int64 ms since the epoch, UTC) → float64.
+REQUEST_FEATURES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "hour": lambda ts_ms: ((ts_ms // _MS_PER_HOUR) % 24).astype(np.float64),
+    # 1970-01-01 was a Thursday: shift so Monday is 0, like pandas' dayofweek.
+    "day_of_week": lambda ts_ms: ((ts_ms // (24 * _MS_PER_HOUR) + 3) % 7).astype(np.float64),
+}
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,19 @@ class FeatureSpec:
 
     contract: Contract
     windows_hours: tuple[int, ...] = (1, 24, 168)
+    request: tuple[str, ...] = ("hour", "day_of_week")  # names in REQUEST_FEATURES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeatureSpec:
-        return cls(settings.contract, settings.features.windows_hours)
+        f = settings.features
+        return cls(settings.contract, f.windows_hours, f.request)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.request if name not in REQUEST_FEATURES]
+        if unknown:
+            raise ValueError(
+                f"unknown request features {unknown}: known are {list(REQUEST_FEATURES)}"
+            )
 
     @property
     def has_history(self) -> bool:
@@ -78,7 +93,7 @@ class FeatureSpec:
 
     @property
     def numeric(self) -> list[str]:
-        return [*self.contract.numeric, "hour", "day_of_week", *self.history_names]
+        return [*self.contract.numeric, *self.request, *self.history_names]
 
     @property
     def names(self) -> list[str]:
@@ -307,9 +322,8 @@ def _assemble(
     c = spec.contract
     ts_ms = events[c.timestamp]
     out = {col: events[col] for col in c.numeric}
-    out["hour"] = ((ts_ms // _MS_PER_HOUR) % 24).astype(np.float64)
-    # 1970-01-01 was a Thursday: shift so Monday is 0, like pandas' dayofweek.
-    out["day_of_week"] = ((ts_ms // (24 * _MS_PER_HOUR) + 3) % 7).astype(np.float64)
+    for name in spec.request:
+        out[name] = REQUEST_FEATURES[name](ts_ms)
     out.update(history)
     for col in c.categorical:
         out[col] = events[col]

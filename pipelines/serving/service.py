@@ -219,6 +219,12 @@ def build(settings: Settings) -> Any:
                 return
             try:
                 model = registry.load(tag).serving_copy()
+                absent = sorted(set(model.features) - set(spec.names))
+                if absent:  # trained on other settings: it would fail every request
+                    raise ValueError(
+                        f"it needs features this service does not compute: {absent} "
+                        "(params.yaml's contract or features differ from its training's)"
+                    )
             except Exception as err:  # keep serving the model we have
                 log.error(
                     "cannot load model %s: %s; keeping %s",

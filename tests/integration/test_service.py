@@ -166,6 +166,32 @@ def test_a_client_mistake_is_a_400_and_not_a_server_error_in_the_log(
     assert "Traceback" not in logged and " ERROR " not in logged and "ERROR:" not in logged, logged
 
 
+def test_a_champion_needing_features_the_service_does_not_compute_is_not_loaded(
+    served_repo: Path, tmp_path: Path
+) -> None:
+    """Settings that drop a feature the champion was trained on (here the request features)
+    leave the service not ready, saying why, instead of failing every request."""
+    overrides = {
+        "features": {"request": []},
+        "serving": {
+            "prediction_log": str(tmp_path / "predictions"),
+            "spool_dir": str(tmp_path / "spool"),
+        },
+    }
+    svc = start_service(
+        served_repo, env={"PIPELINES_OVERRIDES": json.dumps(overrides)}, ready=False
+    )
+    try:
+        ready = httpx.get(f"{svc.url}/readyz")
+        assert ready.status_code == 503 and "no champion loaded" in ready.text
+        assert svc.score([record(3)]).status_code == 503
+    finally:
+        svc.stop()
+    assert "needs features this service does not compute: ['day_of_week', 'hour']" in (
+        svc.log.read_text()
+    )
+
+
 @pytest.mark.parametrize(
     "media", ["text/plain", "multipart/form-data", "application/x-www-form-urlencoded"]
 )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import Contract
-from pipelines.core.features import FeatureSpec, build_features, features_for
+from pipelines.config import Contract, Features, parse_settings
+from pipelines.core.features import REQUEST_FEATURES, FeatureSpec, build_features, features_for
 
 SPEC = FeatureSpec(Contract(), (1, 24, 168))
 T0 = pd.Timestamp("2026-01-01")
@@ -193,3 +195,26 @@ def test_no_feature_is_ever_infinite_offline_or_online(rows: list[tuple[int, int
         rtol=1e-9,
         atol=1e-9,
     )
+
+
+def test_request_features_are_the_configured_ones() -> None:
+    """Timestamp-derived features are configuration: none for a yearly snapshot (constant within
+    a year, a proxy for the year across them), each one alone computed like pandas does."""
+    df = events(200, 3)
+    ts = df["ts"]
+    for request in [(), ("day_of_week",), ("hour", "day_of_week")]:
+        spec = FeatureSpec(Contract(), (1, 24), request)
+        built = build_features(df, spec)
+        assert [n for n in built.columns if n in ("hour", "day_of_week")] == list(request)
+        if "day_of_week" in request:
+            np.testing.assert_array_equal(built["day_of_week"], ts.dt.dayofweek.astype(float))
+        if "hour" in request:
+            np.testing.assert_array_equal(built["hour"], ts.dt.hour.astype(float))
+    with pytest.raises(ValueError, match="unknown request features \\['minute'\\]"):
+        FeatureSpec(Contract(), (1,), ("minute",))
+
+
+def test_the_config_offers_exactly_the_request_features_the_code_computes() -> None:
+    field = Features.model_fields["request"].annotation
+    assert set(typing.get_args(typing.get_args(field)[0])) == set(REQUEST_FEATURES)
+    assert parse_settings({"features": {"request": []}}).features.request == ()
