@@ -296,8 +296,14 @@ class Serving(_Frozen):
             "hold memory and the event loop while small ones wait."
         ),
     )
-    review_threshold: float = Field(0.2, gt=0, lt=1)
-    decline_threshold: float = Field(0.6, gt=0, lt=1)
+    decisions: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: {"decline": 0.6, "review": 0.2},
+        description=(
+            "Decision label -> the probability at or above which it applies (the highest "
+            "threshold met wins); below every threshold, `default_decision`."
+        ),
+    )
+    default_decision: str = Field("approve", min_length=1)
     feature_store: Location = Field(
         "data/online/features.sqlite",
         description=(
@@ -357,9 +363,15 @@ class Serving(_Frozen):
     )
 
     @model_validator(mode="after")
-    def _ordered(self) -> Serving:
-        if self.review_threshold >= self.decline_threshold:
-            raise ValueError("serving.review_threshold must be below serving.decline_threshold")
+    def _distinct_decisions(self) -> Serving:
+        thresholds = list(self.decisions.values())
+        if len(set(thresholds)) != len(thresholds):
+            raise ValueError(f"serving.decisions: two labels share a threshold: {self.decisions}")
+        if self.default_decision in self.decisions or "" in self.decisions:
+            raise ValueError(
+                "serving.decisions: labels must be non-empty and differ from "
+                f"serving.default_decision {self.default_decision!r}"
+            )
         return self
 
 

@@ -27,7 +27,7 @@ from pydantic import (
     create_model,
 )
 
-from pipelines.config import Settings
+from pipelines.config import Contract, Settings
 
 # Printable text only: control characters cannot be stored or logged, and no real id or category
 # contains them. Lone surrogates (a JSON \\ud800 escape without its pair) are no Unicode text at
@@ -183,10 +183,10 @@ def example_record(settings: Settings, when: dt.datetime | None = None) -> dict[
 HistoryStatus = Literal["live", "late", "unavailable"]
 
 
-class Score(BaseModel):
-    """One record's answer (the response is a list of them, in request order)."""
+class _Score(BaseModel):
+    """One record's answer (the response is a list of them, in request order); `score_model`
+    adds the record's id under the contract's own name."""
 
-    transaction_id: str
     probability: float
     decision: str
     model_version: str
@@ -197,7 +197,22 @@ class Score(BaseModel):
         "live",
         description=(
             "Where the history features came from: the online store (live); none, as the event "
-            "is more than an hour behind its card's newest (late); none, as the store did not "
+            "is more than an hour behind its entity's newest (late); none, as the store did not "
             "answer (unavailable). Without history the score uses the request's own features."
         ),
+    )
+
+
+def score_model(contract: Contract) -> type[BaseModel]:
+    """The answer's model for `contract`: `_Score`'s fields and the id echoed as `contract.id`.
+    Raises ValueError when the id's name is one of the answer's own fields."""
+    if contract.id in _Score.model_fields:
+        raise ValueError(
+            f"contract.id {contract.id!r} is the name of a field of the service's answer; "
+            f"rename it (the answer's fields: {sorted(_Score.model_fields)})"
+        )
+    return create_model(
+        "Score",
+        __base__=_Score,
+        **{contract.id: (str, Field(description="The record's id, as sent."))},  # type: ignore[call-overload]
     )

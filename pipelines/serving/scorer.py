@@ -9,6 +9,7 @@ whole batch); the prediction log takes the columns and builds one frame per flus
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,6 @@ from pipelines.core.history import History
 from pipelines.core.model import TabularModel
 from pipelines.io.prediction_log import LogColumn
 
-APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
 _EPOCH, _MS = dt.datetime(1970, 1, 1), dt.timedelta(milliseconds=1)
 
 
@@ -40,10 +40,30 @@ def record_columns(records: list[Any], spec: FeatureSpec) -> dict[str, np.ndarra
     return out
 
 
-def decisions(p: np.ndarray, review: float, decline: float) -> np.ndarray:
-    """Per probability (shape n), the decision: decline at or above `decline`, review at or above
-    `review`, approve below (thresholds from `params.serving`)."""
-    return np.where(p >= decline, DECLINE, np.where(p >= review, REVIEW, APPROVE))
+@dataclass(frozen=True)
+class Policy:
+    """The business rule from probability to decision (`serving.decisions`): each label applies at
+    or above its threshold, the highest threshold met wins; below all of them, `default`."""
+
+    thresholds: tuple[tuple[str, float], ...]  # (label, threshold), highest threshold first
+    default: str
+
+    @classmethod
+    def of(cls, decisions: Mapping[str, float], default: str) -> Policy:
+        ranked = sorted(decisions.items(), key=lambda item: item[1], reverse=True)
+        return cls(tuple(ranked), default)
+
+    @property
+    def labels(self) -> list[str]:
+        """Every decision this policy can give."""
+        return [self.default, *(label for label, _ in self.thresholds)]
+
+    def decide(self, p: np.ndarray) -> np.ndarray:
+        """Per probability (shape n), the decision (objects)."""
+        out = np.full(len(p), self.default, dtype=object)
+        for label, threshold in reversed(self.thresholds):  # higher thresholds overwrite
+            out[p >= threshold] = label
+        return out
 
 
 @dataclass(frozen=True)
@@ -73,12 +93,11 @@ def score_columns(
     histories: dict[str, History] | None,
     model: TabularModel,
     spec: FeatureSpec,
-    review: float,
-    decline: float,
+    policy: Policy,
 ) -> Scored:
     """A batch (`record_columns`' layout, n rows) enriched from its entities' stored `histories`
     (None: the store did not answer; {} for a model without history features), scored by `model`
-    and decided."""
+    and decided by `policy`."""
     n = len(batch[spec.contract.timestamp])
     if histories is None and spec.has_history:
         feats, status = request_features(batch, spec), np.full(n, "unavailable", dtype=object)
@@ -86,7 +105,7 @@ def score_columns(
         feats, late = online_features(batch, histories or {}, spec)
         status = np.where(late, "late", "live").astype(object)
     p, mask = model.predict_columns(feats)
-    return Scored(feats, status, p, decisions(p, review, decline), mask, model.categorical)
+    return Scored(feats, status, p, policy.decide(p), mask, model.categorical)
 
 
 def distinct_entities(batch: dict[str, np.ndarray], spec: FeatureSpec) -> list[str]:
@@ -97,10 +116,11 @@ def distinct_entities(batch: dict[str, np.ndarray], spec: FeatureSpec) -> list[s
 def answers(
     batch: dict[str, np.ndarray], scored: Scored, spec: FeatureSpec, version: str
 ) -> list[dict]:
-    """The response body per record (`schema.Score`'s fields), as JSON-ready dicts."""
+    """The response body per record (`schema.score_model`'s fields: the id under the contract's
+    own name), as JSON-ready dicts."""
     return [
         {
-            "transaction_id": i,
+            spec.contract.id: i,
             "probability": p,
             "decision": d,
             "model_version": version,

@@ -66,7 +66,7 @@ from pipelines.serving.batching import AdaptiveBatcher, Overloaded
 from pipelines.serving.edge import Answer, Edge, Hooks, error
 from pipelines.serving.fastpath import FastPath
 from pipelines.serving.online_history import OnlineHistory
-from pipelines.serving.schema import Score, describe, example_record, parse_json, record_model
+from pipelines.serving.schema import describe, example_record, parse_json, record_model, score_model
 
 log = logging.getLogger("fraud.service")
 NAME = "fraud_service"
@@ -91,8 +91,10 @@ def described(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "title": "Card-fraud scoring",
         "version": version,
         "description": (
-            "POST a JSON list of transactions to /score; each gets a fraud probability, a "
-            "decision (approve / review / decline) and the model version that scored it. "
+            f"POST a JSON list of records to /score; each gets the probability of "
+            f"{settings.contract.target}, a decision "
+            f"({' / '.join(scorer.Policy.of(settings.serving.decisions, settings.serving.default_decision).labels)}) "
+            "and the model version that scored it. "
             "Invalid input is answered 400 naming the field. /readyz says whether the "
             "service has a gated champion and a seeded feature store, and why not."
         ),
@@ -123,6 +125,8 @@ def build(settings: Settings) -> Any:
     serving = settings.serving
     spec = FeatureSpec.from_settings(settings)
     transaction = record_model(settings)
+    Score = score_model(settings.contract)  # noqa: N806 (a class)
+    policy = scorer.Policy.of(serving.decisions, serving.default_decision)
     # A request is a non-empty list of at most max_records_per_request records; pydantic names the
     # offending record and field, and BentoML turns that into a 400.
     limit = Field(min_length=1, max_length=serving.max_records_per_request)
@@ -356,8 +360,7 @@ def build(settings: Settings) -> Any:
                 histories,
                 model,
                 spec,
-                serving.review_threshold,
-                serving.decline_threshold,
+                policy,
             )
             if history:
                 began, direct = time.perf_counter(), history.up

@@ -19,7 +19,7 @@ from pipelines.io import model_files
 from pipelines.io.prediction_log import read_log
 from pipelines.sources import simulator
 from tests.conftest import run
-from tests.integration.conftest import Service, start_service
+from tests.integration.conftest import Service
 
 pytestmark = pytest.mark.integration
 
@@ -126,70 +126,6 @@ def test_bad_input_is_a_4xx_that_names_the_problem(
         resp = httpx.post(f"{service.url}/score", json=body)
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
     assert named in resp.text.lower(), resp.text
-
-
-BAD_BODIES = [
-    b'{"records": [',
-    json.dumps({"records": [record(1) | {"amount": "lots"}]}).encode(),
-    json.dumps({"records": [record(1) | {"surprise": 1}]}).encode(),
-    json.dumps({"records": []}).encode(),
-]
-
-
-@pytest.mark.parametrize("batching", ["adaptive", "bentoml"])
-def test_a_client_mistake_is_a_400_and_not_a_server_error_in_the_log(
-    served_repo: Path, tmp_path: Path, batching: str
-) -> None:
-    """A client's mistake is answered 400 and logged as nothing worse than a warning: ERROR
-    lines and tracebacks are for the server's own failures, which they would bury. BentoML's
-    endpoint logs a refused body as an ERROR with a traceback, so in its batching mode too the
-    body is checked before it reaches BentoML; a valid one is still scored there."""
-    overrides = {
-        "serving": {
-            "batching": batching,
-            "prediction_log": str(tmp_path / "predictions"),
-            "spool_dir": str(tmp_path / "spool"),
-        }
-    }
-    svc = start_service(served_repo, env={"PIPELINES_OVERRIDES": json.dumps(overrides)})
-    try:
-        before = svc.log.stat().st_size
-        for body in BAD_BODIES:
-            resp = httpx.post(
-                f"{svc.url}/score", content=body, headers={"content-type": "application/json"}
-            )
-            assert resp.status_code == 400, (resp.status_code, resp.text)
-        assert svc.score([record(2)]).status_code == 200
-    finally:
-        svc.stop()
-    logged = svc.log.read_bytes()[before:].decode(errors="replace")
-    assert "Traceback" not in logged and " ERROR " not in logged and "ERROR:" not in logged, logged
-
-
-def test_a_champion_needing_features_the_service_does_not_compute_is_not_loaded(
-    served_repo: Path, tmp_path: Path
-) -> None:
-    """Settings that drop a feature the champion was trained on (here the request features)
-    leave the service not ready, saying why, instead of failing every request."""
-    overrides = {
-        "features": {"request": []},
-        "serving": {
-            "prediction_log": str(tmp_path / "predictions"),
-            "spool_dir": str(tmp_path / "spool"),
-        },
-    }
-    svc = start_service(
-        served_repo, env={"PIPELINES_OVERRIDES": json.dumps(overrides)}, ready=False
-    )
-    try:
-        ready = httpx.get(f"{svc.url}/readyz")
-        assert ready.status_code == 503 and "no champion loaded" in ready.text
-        assert svc.score([record(3)]).status_code == 503
-    finally:
-        svc.stop()
-    assert "needs features this service does not compute: ['day_of_week', 'hour']" in (
-        svc.log.read_text()
-    )
 
 
 @pytest.mark.parametrize(

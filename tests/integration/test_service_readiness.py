@@ -31,6 +31,21 @@ def store_without_champion(served_repo: Path, home: Path) -> Path:
     return home
 
 
+def isolated(served_repo: Path, tmp_path: Path, params: dict) -> dict[str, str]:
+    """The environment of a service of the served repo's champion with `params` over its own:
+    its own copies of the model store and the seeded online store, its own prediction log."""
+    shutil.copytree(served_repo / ".bentoml", tmp_path / "bentoml")
+    shutil.copytree(served_repo / "data" / "online", tmp_path / "online", symlinks=True)
+    store = tmp_path / "online" / "features.sqlite"
+    serving = {
+        "feature_store": str(store),
+        "prediction_log": str(tmp_path / "predictions"),
+        "spool_dir": str(tmp_path / "spool"),
+    }
+    merged = {**params, "serving": {**serving, **params.get("serving", {})}}
+    return {"BENTOML_HOME": str(tmp_path / "bentoml"), "PIPELINES_OVERRIDES": json.dumps(merged)}
+
+
 def test_no_champion_or_unseeded_store_is_not_ready_says_why_and_scores_nothing(
     served_repo: Path, tmp_path: Path
 ) -> None:
@@ -149,4 +164,54 @@ def test_the_api_page_loads_nothing_from_outside_and_its_example_scores(service:
     assert (
         resp.status_code == 200
         and resp.json()[0]["transaction_id"] == example["records"][0]["transaction_id"]
+    )
+
+
+BAD_BODIES = [
+    b'{"records": [',
+    json.dumps({"records": [record(1) | {"amount": "lots"}]}).encode(),
+    json.dumps({"records": [record(1) | {"surprise": 1}]}).encode(),
+    json.dumps({"records": []}).encode(),
+]
+
+
+@pytest.mark.parametrize("batching", ["adaptive", "bentoml"])
+def test_a_client_mistake_is_a_400_and_not_a_server_error_in_the_log(
+    served_repo: Path, tmp_path: Path, batching: str
+) -> None:
+    """A client's mistake is answered 400 and logged as nothing worse than a warning: ERROR
+    lines and tracebacks are for the server's own failures, which they would bury. BentoML's
+    endpoint logs a refused body as an ERROR with a traceback, so in its batching mode too the
+    body is checked before it reaches BentoML; a valid one is still scored there."""
+    env = isolated(served_repo, tmp_path, {"serving": {"batching": batching}})
+    svc = start_service(served_repo, env=env)
+    try:
+        before = svc.log.stat().st_size
+        for body in BAD_BODIES:
+            resp = httpx.post(
+                f"{svc.url}/score", content=body, headers={"content-type": "application/json"}
+            )
+            assert resp.status_code == 400, (resp.status_code, resp.text)
+        assert svc.score([record(2)]).status_code == 200
+    finally:
+        svc.stop()
+    logged = svc.log.read_bytes()[before:].decode(errors="replace")
+    assert "Traceback" not in logged and " ERROR " not in logged and "ERROR:" not in logged, logged
+
+
+def test_a_champion_needing_features_the_service_does_not_compute_is_not_loaded(
+    served_repo: Path, tmp_path: Path
+) -> None:
+    """Settings that drop a feature the champion was trained on (here the request features)
+    leave the service not ready, saying why, instead of failing every request."""
+    env = isolated(served_repo, tmp_path, {"features": {"request": []}})
+    svc = start_service(served_repo, env=env, ready=False)
+    try:
+        ready = httpx.get(f"{svc.url}/readyz")
+        assert ready.status_code == 503 and "no champion loaded" in ready.text
+        assert svc.score([record(3)]).status_code == 503
+    finally:
+        svc.stop()
+    assert "needs features this service does not compute: ['day_of_week', 'hour']" in (
+        svc.log.read_text()
     )

@@ -44,6 +44,9 @@ def test_settings_are_frozen() -> None:
         ({"evaluate": {"slice_by": ["city"]}}, "evaluate.slice_by"),
         ({"features": {"windows_hours": [0]}}, "windows_hours"),
         ({"validate": {"label_rate": [0.1]}}, "validate.label_rate"),
+        ({"serving": {"decisions": {"a": 0.5, "b": 0.5}}}, "two labels share a threshold"),
+        ({"serving": {"decisions": {"approve": 0.5}}}, "differ from serving.default_decision"),
+        ({"serving": {"decisions": {"decline": 1.0}}}, "serving.decisions.decline"),
     ],
 )
 def test_invalid_params_name_the_problem(params: dict, named: str) -> None:

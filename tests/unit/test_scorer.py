@@ -8,18 +8,20 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from pipelines.config import Settings, parse_settings
+from pipelines.config import Contract, Settings, parse_settings
 from pipelines.core.dataset import join_labels
 from pipelines.core.features import FeatureSpec, build_features, features_for, histories_of
 from pipelines.core.model import TabularModel, fit
 from pipelines.io.prediction_log import LogColumn
-from pipelines.serving import scorer
+from pipelines.serving import schema, scorer
 from pipelines.serving.schema import record_model
 from pipelines.sources import simulator
 
 SETTINGS = Settings()
 SPEC = FeatureSpec.from_settings(SETTINGS)
+POLICY = scorer.Policy.of(SETTINGS.serving.decisions, SETTINGS.serving.default_decision)
 Transaction = record_model(SETTINGS)
 
 
@@ -78,7 +80,8 @@ def test_the_store_is_asked_for_each_entity_once() -> None:
 
 def test_decisions_follow_the_thresholds_inclusively() -> None:
     p = np.array([0.0, 0.199, 0.2, 0.599, 0.6, 1.0])
-    assert scorer.decisions(p, 0.2, 0.6).tolist() == [
+    policy = scorer.Policy.of({"review": 0.2, "decline": 0.6}, "approve")
+    assert policy.decide(p).tolist() == [
         "approve",
         "approve",
         "review",
@@ -86,6 +89,20 @@ def test_decisions_follow_the_thresholds_inclusively() -> None:
         "decline",
         "decline",
     ]
+    assert policy.labels == ["approve", "decline", "review"]
+
+
+def test_decision_labels_and_thresholds_are_the_configured_ones() -> None:
+    """Any labels, any number of them, in any order in params: the highest threshold met wins."""
+    policy = scorer.Policy.of({"hire": 0.7, "interview": 0.3, "phone screen": 0.5}, "pass")
+    assert policy.decide(np.array([0.1, 0.3, 0.5, 0.69, 0.7])).tolist() == [
+        "pass",
+        "interview",
+        "phone screen",
+        "phone screen",
+        "hire",
+    ]
+    assert scorer.Policy.of({}, "score only").decide(np.array([0.9])).tolist() == ["score only"]
 
 
 def test_scores_equal_the_offline_features_scored_by_the_model() -> None:
@@ -111,7 +128,7 @@ def test_scores_equal_the_offline_features_scored_by_the_model() -> None:
     )
     batch = scorer.record_columns(recs, SPEC)
     scored = scorer.score_columns(
-        batch, histories_of(history[SPEC.history_columns], SPEC), model(), SPEC, 0.2, 0.6
+        batch, histories_of(history[SPEC.history_columns], SPEC), model(), SPEC, POLICY
     )
 
     offline = features_for(pd.DataFrame([r.model_dump() for r in recs]), history, SPEC)
@@ -127,7 +144,7 @@ def test_scores_equal_the_offline_features_scored_by_the_model() -> None:
         scored.probability, model().predict_proba(offline), rtol=0, atol=1e-12
     )
     assert scored.unknown == [[], ["merchant_category"]]
-    assert scored.decision.tolist() == scorer.decisions(scored.probability, 0.2, 0.6).tolist()
+    assert scored.decision.tolist() == POLICY.decide(scored.probability).tolist()
     assert scored.history.tolist() == ["live", "live"]
 
 
@@ -136,8 +153,8 @@ def test_without_the_store_a_batch_is_scored_on_its_request_level_features() -> 
     unknown history are different things), the rest is the usual, and the answer says so."""
     recs = records({"transaction_id": "a", "ts": "2026-03-01T10:00:00", "amount": 900.0})
     batch = scorer.record_columns(recs, SPEC)
-    degraded = scorer.score_columns(batch, None, model(), SPEC, 0.2, 0.6)
-    new_card = scorer.score_columns(batch, {}, model(), SPEC, 0.2, 0.6)
+    degraded = scorer.score_columns(batch, None, model(), SPEC, POLICY)
+    new_card = scorer.score_columns(batch, {}, model(), SPEC, POLICY)
     assert all(np.isnan(degraded.features[n]).all() for n in SPEC.history_names)
     assert new_card.features["hist_n_prior"].tolist() == [0.0]
     for name in set(SPEC.numeric) - set(SPEC.history_names):
@@ -154,7 +171,7 @@ def test_the_answer_and_the_log_row_carry_the_same_outcome() -> None:
         {"transaction_id": "b", "ts": "2026-03-01T10:01:00"},
     )
     batch = scorer.record_columns(recs, SPEC)
-    scored = scorer.score_columns(batch, None, model(), SPEC, 0.2, 0.6)
+    scored = scorer.score_columns(batch, None, model(), SPEC, POLICY)
     answers = scorer.answers(batch, scored, SPEC, version)
     assert [a["transaction_id"] for a in answers] == ["a", "b"]
     assert {a["model_version"] for a in answers} == {version}
@@ -180,3 +197,14 @@ def test_the_answer_and_the_log_row_carry_the_same_outcome() -> None:
     assert row[LogColumn.SCORED_AT].dtype == np.dtype("datetime64[us]") and row[
         "ts"
     ].dtype == np.dtype("datetime64[ms]")
+
+
+def test_the_answer_echoes_the_id_under_the_contracts_own_name() -> None:
+    contract = Contract(id="person_id", entity=None, novelty=())
+    answer = schema.score_model(contract)
+    fields = set(answer.model_fields)
+    assert "person_id" in fields and "transaction_id" not in fields
+    body = {"person_id": "p1", "probability": 0.3, "decision": "no", "model_version": "m:1"}
+    assert answer.model_validate(body).model_dump()["person_id"] == "p1"
+    with pytest.raises(ValueError, match="contract.id 'decision' is the name of a field"):
+        schema.score_model(Contract(id="decision"))
