@@ -42,9 +42,41 @@ def _unicode(value: str) -> str:
     return value
 
 
-Text = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=PRINTABLE), AfterValidator(_unicode)
-]
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _code(value: object) -> object:
+    """An integer code (`SCHL: 21`) as the text ingest makes of an integer column ("21"), so a
+    record compares equal offline and online; text as it is. Booleans, fractions and integers
+    beyond int64 (no table column holds them) are refused."""
+    if isinstance(value, bool | float):
+        raise ValueError("must be text or an integer code")
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError("an integer code must fit in 64 bits")
+        return str(value)
+    return value
+
+
+def code_type(max_length: int) -> Any:
+    """Text of 1 to `max_length` printable characters, or an integer code (as its text)."""
+    text = {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": PRINTABLE}
+    return Annotated[
+        str,
+        BeforeValidator(_code),
+        Field(min_length=1, max_length=max_length, pattern=PRINTABLE),
+        AfterValidator(_unicode),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    text,
+                    {"type": "integer", "minimum": _INT64[0], "maximum": _INT64[1]},
+                ],
+                "description": "text, or an integer code",
+            }
+        ),
+    ]
+
 
 # ISO 8601 date-times from 1971 to 2099, calendar-exact (29 February in leap years only), with an
 # optional UTC offset up to 13:59 or Z; without one the time is UTC. Bounded so that a timestamp
@@ -139,9 +171,12 @@ class _Record(BaseModel):
 def record_model(settings: Settings) -> type[BaseModel]:
     """One transaction as the service accepts it: the contract's columns, the gate's amount range."""
     contract = settings.contract
-    fields: dict[str, Any] = {contract.id: (Text, ...), contract.timestamp: (Timestamp, ...)}
+    fields: dict[str, Any] = {
+        contract.id: (code_type(128), ...),
+        contract.timestamp: (Timestamp, ...),
+    }
     if contract.entity:
-        fields[contract.entity] = (Text, ...)
+        fields[contract.entity] = (code_type(128), ...)
     low, high = settings.validate_.amount_range
     for col in contract.numeric:
         bound = Field(ge=low, le=high) if col == contract.amount else Field()
@@ -149,12 +184,7 @@ def record_model(settings: Settings) -> type[BaseModel]:
         # leaks pydantic's ge/le keywords into the document).
         fields[col] = (Annotated[float, bound, BeforeValidator(_number)], ...)
     for col in contract.categorical:
-        fields[col] = (
-            Annotated[
-                str, Field(min_length=1, max_length=64, pattern=PRINTABLE), AfterValidator(_unicode)
-            ],
-            ...,
-        )
+        fields[col] = (code_type(64), ...)
     return create_model("Transaction", __base__=_Record, **fields)
 
 

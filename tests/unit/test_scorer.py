@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import Contract, Settings, parse_settings
-from pipelines.core.dataset import join_labels
+from pipelines.core.dataset import as_text, join_labels
 from pipelines.core.features import FeatureSpec, build_features, features_for, histories_of
 from pipelines.core.model import TabularModel, fit
 from pipelines.io.prediction_log import LogColumn
@@ -208,3 +208,24 @@ def test_the_answer_echoes_the_id_under_the_contracts_own_name() -> None:
     assert answer.model_validate(body).model_dump()["person_id"] == "p1"
     with pytest.raises(ValueError, match="contract.id 'decision' is the name of a field"):
         schema.score_model(Contract(id="decision"))
+
+
+def test_integer_codes_become_the_text_ingest_makes_of_an_integer_column() -> None:
+    """A table with integer-coded categories and ids (SCHL=21) is trained on their text; a
+    request may send them as JSON integers and they must compare equal online."""
+    sent = {
+        "transaction_id": 1200,
+        "ts": "2026-03-01T10:00:00",
+        "card_id": -7,
+        "amount": 3.0,
+        "merchant_category": "grocery",
+        "merchant_country": "US",
+        "channel": 21,
+    }
+    rec = Transaction.model_validate(sent)
+    offline = as_text(pd.Series([1200, -7, 21])).tolist()
+    assert [rec.transaction_id, rec.card_id, rec.channel] == offline == ["1200", "-7", "21"]
+    for refused in (True, 21.0, 2**63):
+        with pytest.raises(ValueError, match="channel") as err:
+            Transaction.model_validate(sent | {"channel": refused})
+        assert "1 validation error" in str(err.value)
