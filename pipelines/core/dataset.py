@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Collection
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import Contract, Ingest
@@ -110,11 +111,26 @@ def as_text(values: pd.Series) -> pd.Series:
     return values.astype("string")
 
 
+def as_label(values: pd.Series) -> pd.Series:
+    """A target stored as booleans (True/False, with gaps while unknown) as 0/1 `Int8`; any
+    other type as it is (the gate judges it)."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("Int8")
+    if values.dtype == object:
+        present = values.dropna()
+        if len(present) and present.map(type).isin([bool, np.bool_]).all():
+            return values.astype("boolean").astype("Int8")
+    return values
+
+
 def conform(table: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """`table` with the contract's columns in one form each, however the source stored them:
-    timestamps naive UTC (`naive_utc`), ids, entity and categories as text (`as_text`). Numeric
-    columns are left as they are: text in a numeric column is a fault the data gate names."""
+    timestamps naive UTC (`naive_utc`), ids, entity and categories as text (`as_text`), a
+    boolean target as 0/1 (`as_label`). Numeric columns are left as they are: text in a numeric
+    column is a fault the data gate names."""
     out = table.copy()
+    if contract.target in out.columns:
+        out[contract.target] = as_label(out[contract.target])
     for name in (contract.timestamp, contract.label_timestamp):
         if name and name in out.columns:
             out[name] = naive_utc(out[name], name)

@@ -445,10 +445,17 @@ def _evidence(o: Outcome) -> str:
         return "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in sorted(mismatched.items()))
     if o.observed is None:
         return "no value: the column has no non-null values"
-    return f"observed {o.observed!r}" + _expected_range(o.check.kwargs)
+    return f"observed {o.observed!r}" + _expected(o.check.kwargs)
 
 
-def _expected_range(kwargs: Mapping[str, Any]) -> str:
+def _expected(kwargs: Mapping[str, Any]) -> str:
+    """What the check wanted, after what it observed: a type or a range."""
+    if kwargs.get("type_list"):
+        return ", expected a number (an integer or float dtype)"
+    if kwargs.get("type_") == STRING_TYPE:
+        return ", expected text"
+    if kwargs.get("type_") == DATETIME_TYPE:
+        return ", expected naive UTC timestamps"
     lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
     if lo is None and hi is None:
         return ""

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from pipelines.config import Contract
+from pipelines.core.dataset import conform
 from pipelines.core.layout import join
 from pipelines.io import storage
 
@@ -53,6 +54,8 @@ def read_labels(
     """
     c = contract
     keep = [c.id, c.target, *([c.label_timestamp] if c.label_timestamp else [])]
+    if is_single_table(source):
+        return _table_labels(source, c, keep, ids, now)
     files = [url for day, url in label_partitions(source).items() if first_day <= day <= now.date()]
     if not files:
         return pd.DataFrame(
@@ -70,6 +73,25 @@ def read_labels(
     if c.label_timestamp:  # a corrected label arrives later: the latest one wins
         labels = labels.sort_values(c.label_timestamp, kind="stable")
     return labels.drop_duplicates(c.id, keep="last")
+
+
+def _table_labels(
+    source: str, contract: Contract, keep: list[str], ids: Sequence[str], now: dt.datetime
+) -> pd.DataFrame:
+    """`read_labels` for a single table: the target is a column of the table itself, known at
+    its label time if the contract has one (else as soon as the row is there)."""
+    c = contract
+    table = storage.read_table(source, [c.id])
+    missing = [name for name in keep if name not in table.columns]
+    if missing:
+        raise ValueError(f"{source} has no column {missing[0]!r} (named in the contract)")
+    labels = conform(table[keep], c)
+    labels = labels[labels[c.id].isin(set(ids)) & labels[c.target].notna()]
+    if c.label_timestamp:
+        labels = labels[labels[c.label_timestamp] <= pd.Timestamp(now)]
+        labels = labels.sort_values(c.label_timestamp, kind="stable")
+    labels = labels.astype({c.target: "float64"})
+    return labels.drop_duplicates(c.id, keep="last").reset_index(drop=True)
 
 
 def split_by_day(

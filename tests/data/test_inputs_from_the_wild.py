@@ -149,3 +149,37 @@ def test_integer_and_categorical_codes_of_the_same_values_are_equal() -> None:
         pd.Series(["21", "1", None], dtype=object),
     ]
     assert all(as_text(f).tolist() == ["21", "1", pd.NA] for f in forms)
+
+
+def single_table(tmp_path: Path, name: str = "table.csv") -> tuple[pd.DataFrame, Path]:
+    """The simulated world as one table with its target (true/false in the file) and label time."""
+    tx, labels = world()
+    table = join_labels(tx, labels, parse_settings({}).contract)
+    table["is_fraud"] = table["is_fraud"].astype(bool)
+    path = tmp_path / name
+    table.to_csv(path, index=False)
+    return table, path
+
+
+def test_a_true_false_target_is_read_as_0_1_and_passes_the_gate(tmp_path: Path) -> None:
+    table, path = single_table(tmp_path)
+    assert "True" in path.read_text()[:100_000]
+    settings = settings_for(tmp_path, str(path))
+    raw = ingested(settings)
+    assert sorted(raw["is_fraud"].dropna().unique().tolist()) == [0, 1]
+    assert raw["is_fraud"].sum() == table["is_fraud"].sum()
+    assert passes_the_gate(settings)
+
+
+def test_a_single_tables_labels_are_its_target_column(tmp_path: Path) -> None:
+    """The drift check's labelled quality on a one-file source: the labels are the table's own
+    target, for the ids asked, known from their label time on (so a decay can be seen)."""
+    table, path = single_table(tmp_path)
+    c = parse_settings({}).contract
+    ids = table["transaction_id"].iloc[::7].tolist()
+    now = pd.Timestamp("2026-01-10")
+    got = source.read_labels(str(path), c, ids, now.date(), now.to_pydatetime())
+    known = table[table["transaction_id"].isin(ids) & (table["label_ts"] <= now)]
+    assert 0 < len(got) == len(known) < len(ids)
+    merged = got.merge(known, on="transaction_id", suffixes=("", "_table"))
+    assert (merged["is_fraud"] == merged["is_fraud_table"].astype(float)).all()

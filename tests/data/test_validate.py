@@ -193,6 +193,11 @@ def test_corruption_blocks_and_names_the_column(gate, tmp_path: Path, kind: str)
     assert (tmp_path / "validation" / "docs" / "index.html").is_file()
 
 
+def test_a_type_failure_says_what_was_expected(gate) -> None:
+    _, err, _ = gate(_amount_as_strings(make_raw()))
+    assert "on column 'amount' (observed 'str', expected a number" in err, err
+
+
 def test_renamed_column_shows_its_new_name(gate) -> None:
     code, err, summary = gate(make_raw().rename(columns={"amount": "amount_usd"}))
     assert code == ex.DATA_REJECTED
