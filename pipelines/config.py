@@ -183,6 +183,19 @@ class Validate(_Frozen):
     max_null_share: float = Field(
         0.0, ge=0, le=1, description="Share of nulls tolerated in contract columns."
     )
+    null_shares: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description=(
+            "Per column, the share of nulls tolerated instead of max_null_share: a column with "
+            "gaps (categorical, or numeric but the amount). The service then accepts the field "
+            "missing or null, and the model takes its missing-value branch, offline and online."
+        ),
+    )
+
+    def null_share(self, column: str) -> float:
+        """The share of nulls tolerated in `column`."""
+        return self.null_shares.get(column, self.max_null_share)
+
     min_rows_per_day: int = Field(1, ge=0)
     categories: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
@@ -525,6 +538,18 @@ class Settings(_Frozen):
             return Path(location).relative_to(self.root).as_posix()
         except ValueError:
             return location
+
+    @model_validator(mode="after")
+    def _gaps_only_where_the_features_allow_them(self) -> Settings:
+        c = self.contract
+        allowed = [*c.categorical, *(n for n in c.numeric if n != c.amount)]
+        wrong = [name for name in self.validate_.null_shares if name not in allowed]
+        if wrong:
+            raise ValueError(
+                f"validate.null_shares names {wrong}: gaps are allowed in {allowed} only (the id, "
+                "timestamp and entity identify an event, and the amount feeds every history sum)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _slices_are_categorical(self) -> Settings:

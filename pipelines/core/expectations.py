@@ -209,9 +209,8 @@ def _types(contract: Contract) -> list[Check]:
 
 def _not_null(contract: Contract, params: Validate) -> list[Check]:
     # The label columns are exempt: a transaction whose label has not arrived is legitimately empty.
-    share = params.max_null_share
-    return [
-        Check(
+    def check(c: str, share: float) -> Check:
+        return Check(
             f"not_null.{c}",
             "ExpectColumnValuesToNotBeNull",
             {"column": c, "mostly": 1.0 - share},
@@ -219,8 +218,8 @@ def _not_null(contract: Contract, params: Validate) -> list[Check]:
             True,
             f"{c!r} has at most {share:.1%} nulls" if share else f"{c!r} has no nulls",
         )
-        for c in contract.columns
-    ]
+
+    return [check(c, params.null_share(c)) for c in contract.columns]
 
 
 def _values(contract: Contract, params: Validate, start: dt.date, end: dt.date) -> list[Check]:

@@ -169,8 +169,15 @@ class _Record(BaseModel):
 
 
 def record_model(settings: Settings) -> type[BaseModel]:
-    """One transaction as the service accepts it: the contract's columns, the gate's amount range."""
+    """One record as the service accepts it: the contract's columns, the gate's amount range; a
+    column the gate lets have gaps (`validate.null_shares`) may be null or left out (None)."""
     contract = settings.contract
+
+    def optional(col: str, kind: Any) -> tuple[Any, Any]:
+        if settings.validate_.null_share(col) > 0:
+            return (kind | None, None)
+        return (kind, ...)
+
     fields: dict[str, Any] = {
         contract.id: (code_type(128), ...),
         contract.timestamp: (Timestamp, ...),
@@ -182,9 +189,9 @@ def record_model(settings: Settings) -> type[BaseModel]:
         bound = Field(ge=low, le=high) if col == contract.amount else Field()
         # The bound before the validator: so JSON Schema gets minimum/maximum (the other order
         # leaks pydantic's ge/le keywords into the document).
-        fields[col] = (Annotated[float, bound, BeforeValidator(_number)], ...)
+        fields[col] = optional(col, Annotated[float, bound, BeforeValidator(_number)])
     for col in contract.categorical:
-        fields[col] = (code_type(64), ...)
+        fields[col] = optional(col, code_type(64))
     return create_model("Transaction", __base__=_Record, **fields)
 
 

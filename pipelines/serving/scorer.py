@@ -31,8 +31,8 @@ def record_columns(records: list[Any], spec: FeatureSpec) -> dict[str, np.ndarra
     rows = [r.__dict__ for r in records]
     # Floor division truncates like numpy's datetime64[ms] cast (timestamps are after 1970).
     out = {c.timestamp: np.fromiter(((r[c.timestamp] - _EPOCH) // _MS for r in rows), np.int64, n)}
-    for col in c.numeric:
-        out[col] = np.fromiter((r[col] for r in rows), np.float64, n)
+    for col in c.numeric:  # a gap (None: `validate.null_shares`) is NaN, as offline
+        out[col] = np.fromiter((np.nan if r[col] is None else r[col] for r in rows), np.float64, n)
     for col in dict.fromkeys([c.id, *([c.entity] if c.entity else []), *c.categorical, *c.novelty]):
         values = np.empty(n, dtype=object)
         values[:] = [r[col] for r in rows]

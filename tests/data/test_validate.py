@@ -198,6 +198,18 @@ def test_a_type_failure_says_what_was_expected(gate) -> None:
     assert "on column 'amount' (observed 'str', expected a number" in err, err
 
 
+def test_a_column_with_gaps_passes_up_to_its_own_null_share(gate) -> None:
+    df = make_raw()
+    df["channel"] = df["channel"].astype("string")
+    df.loc[df.index[::10], "channel"] = pd.NA  # 10 %
+    code, err, summary = gate(df, null_shares={"channel": 0.15})
+    assert code == 0, err
+    code, err, summary = gate(df, null_shares={"channel": 0.05})
+    assert code == ex.DATA_REJECTED and failed(
+        summary, "expect_column_values_to_not_be_null", "channel"
+    ), err
+
+
 def test_renamed_column_shows_its_new_name(gate) -> None:
     code, err, summary = gate(make_raw().rename(columns={"amount": "amount_usd"}))
     assert code == ex.DATA_REJECTED

@@ -215,3 +215,19 @@ def test_a_champion_needing_features_the_service_does_not_compute_is_not_loaded(
     assert "needs features this service does not compute: ['day_of_week', 'hour']" in (
         svc.log.read_text()
     )
+
+
+def test_a_field_the_gate_lets_have_gaps_may_be_null_or_left_out(
+    served_repo: Path, tmp_path: Path
+) -> None:
+    env = isolated(served_repo, tmp_path, {"validate": {"null_shares": {"channel": 0.1}}})
+    svc = start_service(served_repo, env=env)
+    try:
+        left_out = {k: v for k, v in record(4).items() if k != "channel"}
+        resp = svc.score([left_out, record(5, channel=None), record(6)])
+        assert resp.status_code == 200, resp.text
+        assert [a["unknown_categories"] for a in resp.json()] == [[], [], []]
+        refused = svc.score([record(7, merchant_country=None)])
+        assert refused.status_code == 400 and "merchant_country" in refused.text
+    finally:
+        svc.stop()

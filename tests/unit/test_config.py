@@ -47,6 +47,8 @@ def test_settings_are_frozen() -> None:
         ({"serving": {"decisions": {"a": 0.5, "b": 0.5}}}, "two labels share a threshold"),
         ({"serving": {"decisions": {"approve": 0.5}}}, "differ from serving.default_decision"),
         ({"serving": {"decisions": {"decline": 1.0}}}, "serving.decisions.decline"),
+        ({"validate": {"null_shares": {"amount": 0.1}}}, "validate.null_shares names ['amount']"),
+        ({"validate": {"null_shares": {"channel": 1.5}}}, "validate.null_shares.channel"),
     ],
 )
 def test_invalid_params_name_the_problem(params: dict, named: str) -> None:

@@ -229,3 +229,31 @@ def test_integer_codes_become_the_text_ingest_makes_of_an_integer_column() -> No
         with pytest.raises(ValueError, match="channel") as err:
             Transaction.model_validate(sent | {"channel": refused})
         assert "1 validation error" in str(err.value)
+
+
+def test_a_gap_is_missing_offline_and_online_and_never_an_unknown_category() -> None:
+    """Columns the gate lets have gaps (validate.null_shares) may be null or left out of a
+    request; the model sees them exactly as it sees the gaps of the training table."""
+    gaps = parse_settings({"validate": {"null_shares": {"channel": 0.1, "merchant_country": 0.1}}})
+    with_gaps = record_model(gaps)
+    sent = {"transaction_id": "g", "ts": "2026-03-01T10:00:00", "card_id": "c9", "amount": 12.0}
+    recs = [
+        with_gaps.model_validate({**sent, "merchant_category": "fuel", "channel": None}),
+        with_gaps.model_validate({**sent, "transaction_id": "h", "merchant_category": "travel"}),
+    ]
+    with pytest.raises(ValueError, match="merchant_category"):
+        with_gaps.model_validate({**sent, "merchant_category": None})  # no gaps allowed there
+    batch = scorer.record_columns(recs, SPEC)
+    scored = scorer.score_columns(batch, {}, model(), SPEC, POLICY)
+    frame = pd.DataFrame([r.model_dump() for r in recs]).astype(
+        {"channel": "string", "merchant_country": "string"}
+    )
+    offline = features_for(frame, frame.iloc[:0], SPEC)
+    assert offline["channel"].isna().all() and offline["merchant_country"].isna().all()
+    np.testing.assert_allclose(
+        scored.probability, model().predict_proba(offline), rtol=0, atol=1e-12
+    )
+    assert scored.unknown == [[], []] and scored.features["hist_new_merchant_country"].tolist() == [
+        0.0,
+        0.0,
+    ]
