@@ -67,10 +67,9 @@ def error(status: int, message: str, cause: str, retry_after: int | None = None)
 class Hooks:
     """What the service instance plugs into its middlewares once it runs (None before and after):
     `score`, the fast path's handler (request body → its answer, or None: BentoML answers it);
-    `not_ready`, the reasons the
-    service must not score yet (empty: ready); `openapi`, the API document; `refused`, counts
-    the refusals the middlewares send. `max_body_bytes` bounds a request body before it is read
-    (`serving.max_body_bytes`)."""
+    `not_ready`, the reasons the service must not score yet (empty: ready); `openapi`, the API
+    document; `refused`, counts the refusals the middlewares send. `max_body_bytes` bounds a
+    request body before it is read (`serving.max_body_bytes`)."""
 
     score: Callable[[bytes], Awaitable[Answer | None]] | None = None
     not_ready: Callable[[], list[str]] | None = None
