@@ -99,6 +99,13 @@ class Paths(_Frozen):
     package: Location = Field(
         "reports/package.json", description="What the package stage produced (tags)."
     )
+    gate_reference: Location = Field(
+        "gate_reference.yaml",
+        description=(
+            "The gate's reference derived from the first snapshot it sees (levels, ranges, label "
+            "rate, volume, gaps): read it, edit it, commit it; params' validate keys win over it."
+        ),
+    )
     bentoml_home: Location = Field(
         ".bentoml", description="Model and bento store, unless BENTOML_HOME is set."
     )

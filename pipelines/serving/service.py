@@ -57,7 +57,7 @@ from pipelines.config import Settings
 from pipelines.core.features import FeatureSpec
 from pipelines.core.history import History
 from pipelines.core.model import TabularModel
-from pipelines.io import model_remote, registry
+from pipelines.io import gate_reference, model_remote, registry
 from pipelines.io.feature_store import open_store, redacted
 from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
@@ -122,6 +122,8 @@ def described(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 def build(settings: Settings) -> Any:
     """The BentoML service class for `settings` (decorated: a `bentoml.Service`)."""
+    # The gate's derived reference bounds requests as it bounded the training data.
+    settings = gate_reference.completed(settings)
     serving = settings.serving
     spec = FeatureSpec.from_settings(settings)
     transaction = record_model(settings)

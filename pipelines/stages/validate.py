@@ -33,8 +33,9 @@ from great_expectations.data_context.types.base import (
 
 from pipelines.config import Settings
 from pipelines.core import expectations as ex
+from pipelines.core import reference
 from pipelines.core.layout import Layout
-from pipelines.io import manifest, storage
+from pipelines.io import gate_reference, manifest, storage
 
 SITE = "validation"
 # SUMMARY keeps per-expectation results bounded (20 example values) however large the table;
@@ -96,7 +97,16 @@ def run(settings: Settings) -> ValidationSummary:
             summary_url, {"success": False, "error": str(err), "docs": None, "results": []}
         )
         raise
-    checks = ex.build_suite(settings.contract, settings.validate_, start, end)
+    saved, derived = gate_reference.load_or_derive(settings, raw)
+    if derived:
+        print(
+            f"validate: derived the gate's reference from this snapshot → "
+            f"{settings.portable(settings.paths.gate_reference)} (read and edit it; a key under "
+            "`validate` in params.yaml wins over it)",
+            file=sys.stderr,
+        )
+    params = reference.apply(settings.validate_, saved)
+    checks = ex.build_suite(settings.contract, params, start, end)
     frames = {ex.TABLE: raw, ex.DAILY: ex.daily_rows(raw, settings.contract.timestamp, start, end)}
     docs_url = layout.validation_docs
     with tempfile.TemporaryDirectory(prefix="gx-docs-") as staging:

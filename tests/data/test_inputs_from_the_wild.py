@@ -27,6 +27,7 @@ def settings_for(tmp_path: Path, src: str, **ingest_params: object) -> Settings:
                 "source": src,
                 "raw": str(tmp_path / "raw"),
                 "validation": str(tmp_path / "validation"),
+                "gate_reference": str(tmp_path / "gate_reference.yaml"),
             },
             "simulate": WORLD,
             "ingest": {"start": "2026-01-01", "end": "2026-01-07", **ingest_params},

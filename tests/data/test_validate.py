@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import Settings, parse_settings
+from pipelines.config import Settings, Validate, parse_settings
 from pipelines.core import expectations as ex
+from pipelines.core import reference
 from pipelines.core.layout import Layout
 from pipelines.io import manifest, storage
 from pipelines.stages import validate
@@ -51,15 +52,29 @@ def make_raw(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
     return df
 
 
+# The code's defaults, written as params would: these tests judge the gate's rules on them,
+# not on a reference derived from the (corrupted) data (tests/data/test_gate_reference.py).
+PINNED = {k: v for k, v in Validate().model_dump().items() if k in reference.FIELDS}
+
+
 def settings_for(tmp_path: Path, **validate_params: object) -> Settings:
     return parse_settings(
         {
-            "paths": {"raw": str(tmp_path / "raw"), "validation": str(tmp_path / "validation")},
+            "paths": {
+                "raw": str(tmp_path / "raw"),
+                "validation": str(tmp_path / "validation"),
+                "gate_reference": str(tmp_path / "gate_reference.yaml"),
+            },
             "ingest": {
                 "start": START.isoformat(),
                 "end": (START + dt.timedelta(days=DAYS)).isoformat(),
             },
-            "validate": {"min_rows": 1000, "categories": CATEGORIES, **validate_params},
+            "validate": {
+                **PINNED,
+                "min_rows": 1000,
+                "categories": CATEGORIES,
+                **validate_params,
+            },
         }
     )
 
