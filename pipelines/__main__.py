@@ -138,9 +138,20 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     return simulator.main(args.rest, settings)  # its own parser owns its flags
 
 
+def _survey(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.sources import survey
+
+    return survey.main(args.rest)  # its own parser owns its flags
+
+
+OWN_FLAGS = ("simulate", "survey")  # commands whose own parser reads the rest of the line
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "config": ("print the settings (or --schema: their JSON schema)", _config),
     "simulate": ("write the synthetic source (see `simulate --help`)", _simulate),
+    "survey": (
+        "write a yearly survey table, a source unlike the cards (see `survey --help`)",
+        _survey,
+    ),
     "ingest": ("read the source window into the raw snapshot", _stage("ingest")),
     "validate": ("the blocking data-quality gate (Great Expectations)", _stage("validate")),
     "featurize": ("point-in-time features and the time split", _stage("featurize")),
@@ -174,7 +185,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="params file (default: $PIPELINES_PARAMS or params.yaml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     for name, (help_, _) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_, add_help=name != "simulate")
+        sp = sub.add_parser(name, help=help_, add_help=name not in OWN_FLAGS)
         if name == "config":
             sp.add_argument(
                 "--schema", action="store_true", help="print the JSON schema of params.yaml"
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (2: a config error, 1: any other named error)."""
     p = parser()
     args, rest = p.parse_known_args(argv)
-    if rest and args.command != "simulate":
+    if rest and args.command not in OWN_FLAGS:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     try:
