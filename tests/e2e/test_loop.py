@@ -80,10 +80,14 @@ def wait_for(what: str, check, timeout: float) -> object:  # noqa: ANN001
 
 
 @contextlib.contextmanager
-def running_loop(prefect_server: PrefectServer, repo: Path) -> Iterator[Service]:
-    """A trained, promoted repo with its service and every deployment served; the source holds
-    the days before SHIFT (the upstream lands the rest later)."""
-    train_for_serving(repo, reason="first model", simulate=["--until", SHIFT])
+def running_loop(
+    prefect_server: PrefectServer, repo: Path, trained: bool = False
+) -> Iterator[Service]:
+    """A trained, promoted repo with its service and every deployment served; unless `trained`
+    (the caller did it), the simulated source holds the days before SHIFT (the upstream lands
+    the rest later)."""
+    if not trained:
+        train_for_serving(repo, reason="first model", simulate=["--until", SHIFT])
     service = start_service(repo)
     runner = None
     try:
