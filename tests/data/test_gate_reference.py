@@ -83,15 +83,21 @@ def gate(settings: Settings, table: pd.DataFrame) -> int:
 
 def test_the_reference_of_a_yearly_table_with_codes_and_gaps() -> None:
     table = survey()
-    derived = reference.derive(
-        table, parse_settings({"contract": CONTRACT, "evaluate": {"slice_by": []}}).contract
-    )
+    contract = parse_settings({"contract": CONTRACT, "evaluate": {"slice_by": []}}).contract
+    derived = reference.derive(table, contract)
     assert derived["categories"]["SEX"] == ["1", "2"] and len(derived["categories"]["SCHL"]) == 24
     low, high = derived["label_rate"]
     assert low < table["employed"].mean() < high and low > 0.1 and high < 0.85
-    assert derived["min_rows_per_day"] == 0  # interviews cover far fewer than 90 % of the days
+    assert derived["min_rows_per_day"] == 0  # yearly interviews leave days without any
     assert set(derived["null_shares"]) == {"SCHL"} and 0.1 < derived["null_shares"]["SCHL"] < 0.13
     assert derived["min_rows"] == len(table) // 10
+    daily = table.assign(
+        interviewed=pd.Timestamp("2020-01-01")
+        + pd.to_timedelta(np.arange(len(table)) % 30, unit="D")
+    )
+    assert (
+        reference.derive(daily, contract)["min_rows_per_day"] == 1
+    )  # an empty day = a broken feed
 
 
 def test_a_gate_configured_by_the_contract_alone_derives_saves_and_then_reads_its_reference(

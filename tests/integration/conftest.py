@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import socket
@@ -17,7 +18,9 @@ import httpx
 import pytest
 
 from pipelines import runtime
+from pipelines.config import Settings, load_settings
 from pipelines.io import prefect_api
+from pipelines.serving.schema import example_record
 from tests.conftest import make_repo, train_for_serving
 
 
@@ -157,19 +160,17 @@ class Service:
         self.stop()
         raise RuntimeError(f"service not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
 
-    def warm_up(self, requests: int = 16) -> None:
+    def warm_up(self, settings: Settings, requests: int = 16) -> None:
         """Sequential requests first, as a rollout would: BentoML's batching dispatcher calibrates
-        its latency model on its first batches and sheds concurrent load (503) until it has."""
+        its latency model on its first batches and sheds concurrent load (503) until it has. The
+        records are the contract's example (`schema.example_record`), each with its own id, of
+        one entity of their own."""
+        c = settings.contract
         for i in range(requests):
-            rec = {
-                "transaction_id": f"warm-up-{i}-{time.monotonic_ns()}",
-                "ts": "2026-01-01T00:00:00",
-                "card_id": "warm-up",
-                "amount": 1.0,
-                "merchant_category": "grocery",
-                "merchant_country": "US",
-                "channel": "pos",
-            }
+            rec = example_record(settings, dt.datetime(2026, 1, 1))
+            rec[c.id] = f"warm-up-{i}-{time.monotonic_ns()}"
+            if c.entity:
+                rec[c.entity] = "warm-up"
             self.score([rec]).raise_for_status()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
@@ -204,7 +205,9 @@ def start_service(
     service = Service(port, log, proc)
     if ready:
         service.wait_ready()
-        service.warm_up()
+        given = env or {}
+        params = given.get("PIPELINES_PARAMS", repo / "params.yaml")
+        service.warm_up(load_settings(params, given.get("PIPELINES_OVERRIDES")))
     else:
         service.wait_ready(path="/livez")
     return service
