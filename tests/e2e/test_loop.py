@@ -155,6 +155,27 @@ def run_drift_check(prefect_server: PrefectServer) -> dict:
     )
 
 
+def retrained(prefect_server: PrefectServer, repo: Path) -> dict:
+    """The first retraining run, once it has ended; it must have completed."""
+    done: dict = wait_for(  # type: ignore[assignment]
+        "retraining to finish",
+        lambda: next(
+            (
+                r
+                for r in flow_runs(prefect_server, "retraining")
+                if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+            ),
+            None,
+        ),
+        420,
+    )
+    assert done["state_type"] == "COMPLETED", (
+        done["state"],
+        (repo / "flows-serve.log").read_text()[-4000:],
+    )
+    return done
+
+
 def test_drift_triggers_retraining_and_the_new_champion_serves(
     prefect_server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,22 +199,7 @@ def test_drift_triggers_retraining_and_the_new_champion_serves(
             "drift confirmed: drift confirmed in 1 consecutive"
         )
         assert retrain["parameters"]["drift_run"] == check["id"]
-        done = wait_for(
-            "retraining to finish",
-            lambda: next(
-                (
-                    r
-                    for r in flow_runs(prefect_server, "retraining")
-                    if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
-                ),
-                None,
-            ),
-            420,
-        )
-        assert done["state_type"] == "COMPLETED", (
-            done["state"],
-            (repo / "flows-serve.log").read_text()[-4000:],
-        )
+        retrained(prefect_server, repo)
 
         new = registry.champion_tag()
         assert new and new != first
