@@ -155,15 +155,17 @@ def run_drift_check(prefect_server: PrefectServer) -> dict:
     )
 
 
-def retrained(prefect_server: PrefectServer, repo: Path) -> dict:
-    """The first retraining run, once it has ended; it must have completed."""
+def retrained(prefect_server: PrefectServer, repo: Path, drift_run: str) -> dict:
+    """The retraining run the drift check `drift_run` started, once it has ended (the server is
+    shared: other tests' runs are not this one); it must have completed."""
     done: dict = wait_for(  # type: ignore[assignment]
         "retraining to finish",
         lambda: next(
             (
                 r
                 for r in flow_runs(prefect_server, "retraining")
-                if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+                if r["parameters"].get("drift_run") == drift_run
+                and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
             ),
             None,
         ),
@@ -199,7 +201,7 @@ def test_drift_triggers_retraining_and_the_new_champion_serves(
             "drift confirmed: drift confirmed in 1 consecutive"
         )
         assert retrain["parameters"]["drift_run"] == check["id"]
-        retrained(prefect_server, repo)
+        retrained(prefect_server, repo, check["id"])
 
         new = registry.champion_tag()
         assert new and new != first

@@ -123,7 +123,7 @@ def test_a_survey_table_runs_the_whole_loop_from_its_contract_alone(
         )
         assert summary["labelled"] >= 1000, summary  # the table's own target
 
-        retrained(prefect_server, repo)
+        retrained(prefect_server, repo, check["id"])
         new = registry.champion_tag()
         assert new and new != first
         wait_for(
