@@ -443,7 +443,7 @@ def _history_of_one(
     """`_history` for a batch of one record (`event_columns` layout) given its entity's stored
     `history`, without the sort and factorize a batch needs. The same sums in the same order
     (running sums from the folded totals, differences of them), so the numbers are bit-equal to
-    the general path's (tests/unit/test_features.py checks it)."""
+    the general path's (tests/unit/test_history.py checks it)."""
     c = spec.contract
     ts = int(batch[c.timestamp][0])
     minute = ts // MS_PER_MINUTE
@@ -466,7 +466,7 @@ def _history_of_one(
     res["hist_secs_since_prev"] = (ts - prev_ts) / 1000.0 if n_prior > 0 else np.nan
     lefts = {}
     for w in spec.windows_hours:
-        start = (minute - 60 * w) // resolution(60 * w) * resolution(60 * w)  # window_start
+        start = window_start(minute, 60 * w, resolution(60 * w))
         lefts[w] = int(np.searchsorted(history.minute[:k], start, side="left"))
         res[f"hist_n_{w}h"] = n_prior - before(counts, lefts[w], history.folded_n)
     if c.amount:

@@ -28,6 +28,7 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +58,10 @@ def plan(windows_minutes: Sequence[int]) -> Plan:
     return tuple((w, resolution(w)) for w in sorted(set(windows_minutes)))
 
 
-def window_start(minute: np.ndarray, window: int, step: int) -> np.ndarray:
+def window_start(minute: Any, window: int, step: int) -> Any:
     """The first minute a window of `window` minutes at resolution `step` covers for rows at
-    `minute` (int64 minutes): `minute - window` rounded down to a multiple of `step`."""
+    `minute` (int64 minutes, an array or one int): `minute - window` rounded down to a multiple
+    of `step`."""
     return (minute - window) // step * step
 
 
