@@ -56,7 +56,7 @@ ENV = {
 PARAMS = {
     "simulate": {"cards": 2000, "days": 24, "tx_per_day": 4000, "start": "2026-01-01"},
     "ingest": {"start": "2026-01-01", "end": "2026-01-21"},
-    "split": {"test_days": 6},
+    "split": {"test": "6 days"},
 }
 LUA = r"""
 local counter = 0

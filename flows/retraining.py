@@ -3,7 +3,7 @@
 Started by the Prefect server on a confirmed drift (the drift check's event, see flows/serve.py);
 at most one runs at a time (the deployment's concurrency limit drops a second trigger). Nothing
 is edited: with the rolling window (`ingest.end: null`) the training flow's `dvc repro` sees the
-new days in the source and trains on the newest `ingest.window_days`; the window it resolved is
+new days in the source and trains on the newest `ingest.window`; the window it resolved is
 recorded in the raw snapshot's manifest (DVC-tracked) and in the model's lineage. The drift
 check's cooldown starts when the retraining starts, so checks during it raise no second alarm.
 Its lineage - why it ran, which drift run, which window - goes into the registry history.

@@ -14,7 +14,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from pipelines.core.span import FORM, Span
 
 PARAMS_ENV = "PIPELINES_PARAMS"
 DEFAULT_PARAMS = "params.yaml"
@@ -27,6 +39,23 @@ class _LocationMarker:
 
 
 Location = Annotated[str, _LocationMarker()]
+
+# A span of time in the data's own units, written '21 days', '6 hours', '1 year' (core.span).
+SpanOfTime = Annotated[
+    Span,
+    BeforeValidator(Span.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": FORM, "examples": ["21 days", "1 year"]}),
+]
+
+# Keys that were renamed when windows became spans of time: the error says what to write instead.
+RENAMED = {
+    "ingest.window_days": "ingest.window: '90 days'",
+    "split.test_days": "split.test: '21 days'",
+    "deploy.recent_days": "deploy.recent: '14 days'",
+    "drift.window_hours": "drift.window: '24 hours'",
+    "validate.min_rows_per_day": "validate.min_rows_per_period with validate.period: '1 day'",
+}
 
 
 def _is_location(field: Any) -> bool:
@@ -148,21 +177,27 @@ class Simulate(_Frozen):
 
 
 class Ingest(_Frozen):
-    """The training window: pinned by dates, or rolling (null end: up to the newest data)."""
+    """The training window: pinned by dates (or instants), or rolling (null end: up to the newest
+    data)."""
 
-    start: dt.date | None = Field(
-        None, description="First day; null: `window_days` before end (not before the oldest data)."
+    start: dt.datetime | None = Field(
+        None,
+        description="First instant ('2026-01-01' is its midnight); null: `window` before end "
+        "(not before the start of the oldest data's unit).",
     )
-    end: dt.date | None = Field(
+    end: dt.datetime | None = Field(
         None,
         description=(
-            "Exclusive; null: the day after the newest transaction in the source, so a new day of data "
-            "moves the window (how retraining trains on the newest data without editing params)."
+            "Exclusive; null: the start of the unit of `window` (hour, day, year) after the newest "
+            "data in the source, so new data moves the window (how retraining trains on the newest "
+            "data without editing params). A partitioned source's newest day counts whole."
         ),
     )
-    window_days: int = Field(90, gt=0, description="Window length when start is null.")
-    label_cutoff: dt.date | None = Field(
-        None, description="Use labels that arrived before this day; null: all arrived labels."
+    window: SpanOfTime = Field(
+        "90 days", validate_default=True, description="Window length when start is null."
+    )
+    label_cutoff: dt.datetime | None = Field(
+        None, description="Use labels that arrived before this instant; null: all arrived labels."
     )
     csv_decimal: str = Field(
         ".",
@@ -203,7 +238,15 @@ class Validate(_Frozen):
         """The share of nulls tolerated in `column`."""
         return self.null_shares.get(column, self.max_null_share)
 
-    min_rows_per_day: int = Field(1, ge=0)
+    min_rows_per_period: int = Field(
+        1, ge=0, description="Fewest rows in every `period` of the window (0: no check)."
+    )
+    period: SpanOfTime = Field(
+        "1 day",
+        validate_default=True,
+        description="The period the volume check counts rows in: '1 day' for daily data, "
+        "'1 hour', '1 year'.",
+    )
     categories: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
         description="Known values per categorical column; an unseen value is a warning, not a block.",
@@ -232,9 +275,13 @@ class Features(_Frozen):
 
 
 class Split(_Frozen):
-    """The time split: the last `test_days` of the window are the test period (never random)."""
+    """The time split: the last `test` of the window is the test period (never random)."""
 
-    test_days: int = Field(21, gt=0)
+    test: SpanOfTime = Field(
+        "21 days",
+        validate_default=True,
+        description="The test period, at the end of the window: '21 days', '6 hours', '1 year'.",
+    )
 
 
 class LightGBMParams(_Frozen):
@@ -408,8 +455,10 @@ class Deploy(_Frozen):
         le=1,
         description="No model below this is ever promoted (the first one included).",
     )
-    recent_days: int = Field(
-        14, gt=0, description="Both models are scored on the labelled events of these last days."
+    recent: SpanOfTime = Field(
+        "14 days",
+        validate_default=True,
+        description="Both models are scored on the labelled test events of this last span.",
     )
     service_url: str | None = Field(
         "http://127.0.0.1:3000",
@@ -425,8 +474,11 @@ class Drift(_Frozen):
     """The scheduled drift check on the prediction log against the training reference."""
 
     cron: str = Field("*/15 * * * *", description="Schedule of the drift-check deployment.")
-    window_hours: float = Field(
-        24.0, gt=0, description="Prediction-log window each check reads (by scored_at)."
+    window: SpanOfTime = Field(
+        "24 hours",
+        validate_default=True,
+        description="Prediction-log window each check reads, by scored_at: serving time, whatever "
+        "the data's own period.",
     )
     min_rows: int = Field(500, gt=0, description="Fewer logged rows than this: no verdict.")
     sample_rows: int = Field(
@@ -581,7 +633,8 @@ def _describe(err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"])
         where = f"  {key}: " if key else "  "
         if e["type"] == "extra_forbidden":
-            lines.append(f"{where}unknown key")
+            renamed = RENAMED.get(key)
+            lines.append(f"{where}renamed: write {renamed}" if renamed else f"{where}unknown key")
         elif e["type"] == "value_error":
             lines.append(where + str(e["msg"]).removeprefix("Value error, "))
         else:

@@ -31,7 +31,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 SMALL_PARAMS = {
     "simulate": {"cards": 400, "days": 35, "tx_per_day": 1200, "start": "2026-01-01"},
     "ingest": {"start": "2026-01-01", "end": "2026-02-05"},
-    "split": {"test_days": 10},
+    "split": {"test": "10 days"},
     "train": {"lightgbm": {"n_estimators": 60}},
 }
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -18,19 +17,26 @@ import pandas as pd
 from pipelines.config import Contract, Ingest
 
 
-def resolve_window(ingest: Ingest, days: Collection[dt.date]) -> tuple[dt.date, dt.date]:
-    """The ingest window [start, end) for a source holding data on `days`.
+def resolve_window(
+    ingest: Ingest, oldest: pd.Timestamp | None, newest: pd.Timestamp | None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The ingest window [start, end) for a source whose data spans [oldest, newest].
 
-    A null `end` is the day after the newest day (the window rolls with the data); a null `start`
-    is `window_days` before the end, but not before the oldest day (empty days would fail the
-    gate's volume check). Raises ValueError when a bound is null and the source has no data.
+    A null `end` is the start of the `ingest.window` unit after the newest data (the window rolls
+    with the data: a yearly window ends on the 1st of January after it, an hourly one at the next
+    hour); a null `start` is `ingest.window` before the end, but not before the start of the
+    oldest data's unit (empty periods would fail the gate's volume check). Raises ValueError when
+    a bound is null and the source has no data, or when the window is empty.
     """
-    if (ingest.start is None or ingest.end is None) and not days:
+    if (ingest.start is None or ingest.end is None) and (oldest is None or newest is None):
         raise ValueError(
             "the source has no data to place a rolling window (ingest.start/end null) on"
         )
-    end = ingest.end or max(days) + dt.timedelta(days=1)
-    start = ingest.start or max(end - dt.timedelta(days=ingest.window_days), min(days))
+    span = ingest.window
+    end = pd.Timestamp(ingest.end) if ingest.end else span.boundary_after(newest)
+    start = (
+        pd.Timestamp(ingest.start) if ingest.start else max(span.before(end), span.floor(oldest))
+    )
     if end <= start:
         raise ValueError(
             f"ingest window {start}..{end} is empty (the newest data is before ingest.start?)"
@@ -38,9 +44,10 @@ def resolve_window(ingest: Ingest, days: Collection[dt.date]) -> tuple[dt.date, 
     return start, end
 
 
-def window_days(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Every day in [start, end)."""
-    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
+def window_days(start: pd.Timestamp, end: pd.Timestamp) -> list[dt.date]:
+    """Every day that [start, end) touches (the daily partitions that hold its rows)."""
+    first, last = start.date(), (end - pd.Timedelta(1, "ns")).date()
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def join_labels(tx: pd.DataFrame, labels: pd.DataFrame, contract: Contract) -> pd.DataFrame:

@@ -13,14 +13,15 @@ learned from, so the same expectation with `mostly=min_known_share` blocks.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import Contract, Validate
+from pipelines.core.span import Span, at
 
 # Exit code of a gate that blocked the data: retrying cannot help, the same data fails the same
 # way (orchestrators read it; EX_DATAERR from sysexits.h).
@@ -29,8 +30,8 @@ DATA_REJECTED = 65
 # The two batches the suite runs on: the raw table itself, and one row per day of the ingest
 # window (rows per day cannot be expressed on the raw table: an empty day has no rows to test).
 TABLE = "transactions"
-DAILY = "daily_rows"
-DAY, ROWS = "day", "rows"
+PERIODS = "rows_per_period"
+PERIOD, ROWS = "period", "rows"
 
 # dtype names ExpectColumnValuesToBeInTypeList accepts for pandas. Nullable pandas dtypes must be
 # named by their class ("Int8Dtype"): the aliases ("Int8", "Float64") silently match nothing.
@@ -111,8 +112,8 @@ class Outcome:
 def build_suite(
     contract: Contract,
     params: Validate,
-    start: dt.date,
-    end: dt.date,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
     known: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Check]:
     """Every check of the gate, in reading order (structure first, then values, then volume).
@@ -222,7 +223,9 @@ def _not_null(contract: Contract, params: Validate) -> list[Check]:
     return [check(c, params.null_share(c)) for c in contract.columns]
 
 
-def _values(contract: Contract, params: Validate, start: dt.date, end: dt.date) -> list[Check]:
+def _values(
+    contract: Contract, params: Validate, start: pd.Timestamp, end: pd.Timestamp
+) -> list[Check]:
     ts = contract.timestamp
     checks = [
         Check(
@@ -243,7 +246,7 @@ def _values(contract: Contract, params: Validate, start: dt.date, end: dt.date) 
             {"column": ts, "min_value": _iso(start)},
             ts,
             True,
-            f"no {ts!r} before the ingest window starts ({start})",
+            f"no {ts!r} before the ingest window starts ({at(start)})",
         ),
         Check(
             f"window_end.{ts}",
@@ -251,7 +254,7 @@ def _values(contract: Contract, params: Validate, start: dt.date, end: dt.date) 
             {"column": ts, "max_value": _iso(end), "strict_max": True},
             ts,
             True,
-            f"no {ts!r} at or after the ingest window ends ({end}, exclusive)",
+            f"no {ts!r} at or after the ingest window ends ({at(end)}, exclusive)",
         ),
     ]
     if contract.amount:
@@ -335,7 +338,9 @@ def _label(contract: Contract, params: Validate) -> list[Check]:
     ]
 
 
-def _volume(contract: Contract, params: Validate, start: dt.date, end: dt.date) -> list[Check]:
+def _volume(
+    contract: Contract, params: Validate, start: pd.Timestamp, end: pd.Timestamp
+) -> list[Check]:
     return [
         Check(
             "row_count",
@@ -346,35 +351,39 @@ def _volume(contract: Contract, params: Validate, start: dt.date, end: dt.date) 
             f"between {params.min_rows:,} and {params.max_rows:,} rows",
         ),
         Check(
-            f"rows_per_day.{contract.timestamp}",
+            f"rows_per_period.{contract.timestamp}",
             "ExpectColumnValuesToBeBetween",
-            {"column": ROWS, "min_value": params.min_rows_per_day},
+            {"column": ROWS, "min_value": params.min_rows_per_period},
             contract.timestamp,
             True,
-            f"every day in [{start}, {end}) has at least {params.min_rows_per_day} row(s) by {contract.timestamp!r}",
-            batch=DAILY,
+            f"every {params.period} from {at(start)} to {at(end)} has at least "
+            f"{params.min_rows_per_period} row(s) by {contract.timestamp!r}",
+            batch=PERIODS,
         ),
     ]
 
 
-def _iso(day: dt.date) -> str:
-    return dt.datetime.combine(day, dt.time()).isoformat()
+def _iso(t: pd.Timestamp) -> str:
+    return pd.Timestamp(t).isoformat()
 
 
-def daily_rows(df: pd.DataFrame, timestamp: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """Rows per day for every day of [start, end), zero for a day without rows.
+def rows_per_period(
+    df: pd.DataFrame, timestamp: str, start: pd.Timestamp, end: pd.Timestamp, period: Span
+) -> pd.DataFrame:
+    """Rows in each `period` from `start` until `end` (`period.grid`), zero for a period without
+    rows; columns PERIOD (its start, ISO) and ROWS.
 
-    Rows whose timestamp is missing or unparseable count for no day (the type and not-null
-    checks report those); tz-aware timestamps are counted on their UTC day.
+    Rows whose timestamp is missing, unparseable or outside the window count for no period (the
+    type, not-null and window checks report those); tz-aware timestamps count in UTC.
     """
-    days = pd.date_range(start, end, freq="D", inclusive="left")
-    if timestamp in df.columns:
+    grid = period.grid(start, end)
+    rows = np.zeros(len(grid), dtype="int64")
+    if timestamp in df.columns and len(grid):
         ts = pd.to_datetime(df[timestamp], errors="coerce", utc=True).dt.tz_localize(None)
-        counts = ts.dt.floor("D").value_counts()
-    else:
-        counts = pd.Series(dtype="int64")
-    rows = counts.reindex(days, fill_value=0).astype("int64").to_numpy()
-    return pd.DataFrame({DAY: days.strftime("%Y-%m-%d"), ROWS: rows})
+        ts = ts[(ts >= start) & (ts < end)].to_numpy(dtype="datetime64[ns]")
+        which = np.searchsorted(grid.to_numpy(dtype="datetime64[ns]"), ts, side="right") - 1
+        rows = np.bincount(which, minlength=len(grid)).astype("int64")
+    return pd.DataFrame({PERIOD: [at(t) for t in grid], ROWS: rows})
 
 
 def unexpected_value_counts(
@@ -424,10 +433,12 @@ def _evidence(o: Outcome) -> str:
         return f"not evaluated: {o.error}"
     if o.check.type == "ExpectColumnToExist":
         return "column is missing"
-    if o.check.batch == DAILY:
-        days = o.details.get("days", [])
-        shown = ", ".join(days[:5]) + (" ..." if len(days) > 5 else "")
-        return f"{len(days)} day(s) with fewer than {o.check.kwargs['min_value']} row(s): {shown}"
+    if o.check.batch == PERIODS:
+        short = o.details.get("periods", [])
+        shown = ", ".join(short[:5]) + (" ..." if len(short) > 5 else "")
+        return (
+            f"{len(short)} period(s) with fewer than {o.check.kwargs['min_value']} row(s): {shown}"
+        )
     if o.unexpected_count is not None:
         pct = o.details.get("unexpected_percent")
         counted = ", ".join(

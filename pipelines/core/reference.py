@@ -13,9 +13,10 @@ The margins, and why (each a judgement, not a published constant: edit the file 
 - `amount_range`: from 0 (or 10x the lowest if negative amounts exist) to 10x the highest: a
   decimal slip (cents as units) fails, a large but plausible amount passes;
 - `min_rows` / `max_rows`: a tenth and a hundred times the reference's rows;
-- `min_rows_per_day`: 1 when the reference has rows on every day of its span (daily data, where
-  an empty day means a feed broke), else 0 (yearly or irregular data has empty days by nature:
-  a survey of 1,500 interviews a year leaves ~15 % of its days empty);
+- `min_rows_per_period`: 1 when the reference has rows in every `validate.period` of its span
+  (daily data counted by day, where an empty day means a feed broke), else 0 (yearly or irregular
+  data counted by day has empty days by nature: a survey of 1,500 interviews a year leaves ~15 %
+  of its days empty; set `validate.period: 1 year` to check it per year);
 - `null_shares`: for each column that may have gaps (categorical, or numeric but the amount) and
   had some, twice the observed share plus one point, at most 1.
 """
@@ -26,9 +27,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import Contract, Validate
+from pipelines.core.span import Span
 
 FIELDS = (
     "categories",
@@ -36,15 +39,16 @@ FIELDS = (
     "amount_range",
     "min_rows",
     "max_rows",
-    "min_rows_per_day",
+    "min_rows_per_period",
     "null_shares",
 )
 LOG_ODDS_MARGIN = 1.5
 AMOUNT_HEADROOM = 10.0
 
 
-def derive(table: pd.DataFrame, contract: Contract) -> dict[str, Any]:
-    """The reference values (`FIELDS`) of `table` (rows × contract columns, as ingest writes it).
+def derive(table: pd.DataFrame, contract: Contract, period: Span) -> dict[str, Any]:
+    """The reference values (`FIELDS`) of `table` (rows × contract columns, as ingest writes it),
+    its volume counted per `period`.
 
     Raises ValueError when the table has no rows to derive from."""
     c = contract
@@ -70,10 +74,11 @@ def derive(table: pd.DataFrame, contract: Contract) -> dict[str, Any]:
                 min(0.0, AMOUNT_HEADROOM * low),
                 max(1.0, AMOUNT_HEADROOM * high),
             ]
-    days = pd.to_datetime(table[c.timestamp]).dt.normalize().dropna()
-    if len(days):
-        span = (days.max() - days.min()).days + 1
-        out["min_rows_per_day"] = int(days.nunique() == span)
+    ts = pd.to_datetime(table[c.timestamp]).dropna()
+    if len(ts):
+        starts = period.grid(period.floor(ts.min()), period.boundary_after(ts.max()))
+        held = np.unique(np.searchsorted(starts.to_numpy(), ts.to_numpy(), side="right") - 1)
+        out["min_rows_per_period"] = int(len(held) == len(starts))
     gaps = [*c.categorical, *(n for n in c.numeric if n != c.amount)]
     shares = {col: float(table[col].isna().mean()) for col in gaps if col in table.columns}
     out["null_shares"] = {

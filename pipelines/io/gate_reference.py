@@ -58,7 +58,7 @@ def load_or_derive(settings: Settings, table: pd.DataFrame) -> tuple[dict[str, A
         return {}, False
     derived = {
         "contract": fingerprint(settings.contract),
-        **reference.derive(table, settings.contract),
+        **reference.derive(table, settings.contract, settings.validate_.period),
     }
     text = HEADER + yaml.safe_dump(derived, sort_keys=False, allow_unicode=True)
     storage.write_bytes(settings.paths.gate_reference, text.encode())

@@ -3,8 +3,9 @@ written once by ingest and read by what comes after it (validate, featurize, pac
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
+
+import pandas as pd
 
 from pipelines.config import Settings
 from pipelines.core.layout import Layout
@@ -21,7 +22,7 @@ def read(settings: Settings) -> dict[str, Any]:
     return storage.read_json(Layout(settings).manifest)  # type: ignore[no-any-return]
 
 
-def window(settings: Settings) -> tuple[dt.date, dt.date]:
+def window(settings: Settings) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The window [start, end) ingest resolved. Raises FileNotFoundError when ingest has not run."""
     record = read(settings)
-    return dt.date.fromisoformat(record["start"]), dt.date.fromisoformat(record["end"])
+    return pd.Timestamp(record["start"]), pd.Timestamp(record["end"])

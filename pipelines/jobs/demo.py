@@ -22,7 +22,6 @@ port and is stopped at the end (Ctrl-C included).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import json
 import os
@@ -182,8 +181,8 @@ def main(project: Settings) -> None:
     def sh(*cmd: str) -> None:
         subprocess.run(cmd, cwd=ws, check=True, env={**os.environ, **env})
 
-    # The world: the params' simulation, the fraud mechanism changing after `window_days` of history.
-    shift = s.simulate.start + dt.timedelta(days=s.ingest.window_days)
+    # The world: the params' simulation, the fraud mechanism changing after `ingest.window` of history.
+    shift = (pd.Timestamp(s.simulate.start) + s.ingest.window.offset).date()
     world = s.simulate.model_copy(update={"scenario": "concept_shift", "scenario_start": shift})
     scenario = ["--scenario", "concept_shift", "--scenario-start", shift.isoformat()]
     say(
@@ -310,13 +309,11 @@ def main(project: Settings) -> None:
                 60,
             )
             to_new_champion = time.monotonic() - drift_started
-            retrained_end = dt.date.fromisoformat(
-                manifest.read(s)["end"]
-            )  # the window the retraining resolved
+            retrained_end = pd.Timestamp(manifest.read(s)["end"])  # the retraining's window
 
     say("summary")
     # Only days the retrained model did not train on (its own test split), for both models.
-    since = pd.Timestamp(retrained_end) - pd.Timedelta(days=s.split.test_days)
+    since = s.split.test.before(retrained_end)
     if first_tag is None or new_tag is None:
         raise RuntimeError(f"the registry has no champion: see {ws / 'logs' / 'flows.log'}")
     before, after = quality_on_drifted_period(s, [first_tag, new_tag], world, since)

@@ -40,7 +40,7 @@ STAMP = "%Y%m%dT%H%M%SZ"  # a check's directory: the UTC time it ran
 
 
 def run(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:
-    """One check of the last `drift.window_hours` of the prediction log, as of `now` (default: the
+    """One check of the last `drift.window` of the prediction log, as of `now` (default: the
     current UTC time). Returns the summary it wrote (see the module docstring) and pushes it to
     `monitoring.pushgateway`; a check that fails pushes its failure time, then raises.
 
@@ -74,7 +74,7 @@ def _best_effort(push: Callable[[], None], gateway: str) -> None:
 def check(settings: Settings, now: dt.datetime) -> dict[str, Any]:
     """The check itself (see `run`)."""
     d, c, layout = settings.drift, settings.contract, Layout(settings)
-    start = now - dt.timedelta(hours=d.window_hours)
+    start = d.window.before(pd.Timestamp(now)).to_pydatetime()
     columns = columns_to_check(settings)
     current = read_window(
         settings.serving.prediction_log,
@@ -111,7 +111,7 @@ def check(settings: Settings, now: dt.datetime) -> dict[str, Any]:
         "message": verdict.reason,
         "verdict": verdict.to_dict(),
         "checked_at": now.isoformat(),
-        "window": {"start": start.isoformat(), "end": now.isoformat(), "hours": d.window_hours},
+        "window": {"start": start.isoformat(), "end": now.isoformat(), "span": str(d.window)},
         "columns": columns,
         "champion": champion,
         "state": state.to_dict(),

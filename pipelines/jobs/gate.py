@@ -1,7 +1,7 @@
 """The champion/challenger gate on recent labelled data.
 
 The rules are in `core.gate`; this job feeds them: both models score the same rows (the last
-`deploy.recent_days` of the time-split test set, which neither model trained on), and the
+`deploy.recent` of the time-split test set, which neither model trained on), and the
 decision, promoted or refused, goes into the registry history with its evidence.
 """
 
@@ -21,10 +21,11 @@ from pipelines.io import model_remote, registry, storage
 
 
 def recent_labelled(settings: Settings) -> pd.DataFrame:
-    """The labelled test rows of the last `deploy.recent_days` (rows × test-table columns)."""
+    """The labelled test rows of the last `deploy.recent` before the newest (rows × test-table
+    columns)."""
     test = storage.read_parquet(Layout(settings).test_table)
     ts = test[settings.contract.timestamp]
-    recent = test[(ts >= ts.max() - pd.Timedelta(days=settings.deploy.recent_days)).to_numpy()]
+    recent = test[(ts >= settings.deploy.recent.before(ts.max())).to_numpy()]
     return recent[recent[settings.contract.target].notna().to_numpy()]
 
 
@@ -48,7 +49,7 @@ def gate(settings: Settings, challenger: str) -> GateDecision:
         raise ValueError(f"{challenger} is already the champion")
     data = recent_labelled(settings)
     if data.empty:
-        raise ValueError("no labelled rows in the gate's evaluation window (deploy.recent_days)")
+        raise ValueError("no labelled rows in the gate's evaluation window (deploy.recent)")
     d = settings.deploy
     decision = judge_challenger(
         d.metric,

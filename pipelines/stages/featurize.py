@@ -6,8 +6,6 @@ transaction is still part of its card's history); only labelled rows go to train
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pandas as pd
 
 from pipelines.config import Settings
@@ -34,10 +32,10 @@ def require_passed_gate(settings: Settings) -> None:
 
 
 def split_time(settings: Settings) -> pd.Timestamp:
-    """The first instant of the test period: `split.test_days` before the end of the window ingest
+    """The first instant of the test period: `split.test` before the end of the window ingest
     resolved (its manifest)."""
     _, end = manifest.window(settings)
-    return pd.Timestamp(end - dt.timedelta(days=settings.split.test_days))
+    return settings.split.test.before(end)
 
 
 def featurize(raw: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -63,7 +61,7 @@ def run(settings: Settings) -> None:
     if train.empty or test.empty:
         raise ValueError(
             f"time split at {split_time(settings)} leaves train={len(train)} test={len(test)} labelled rows;"
-            " adjust ingest window or split.test_days"
+            " adjust ingest.window or split.test"
         )
     storage.write_parquet(train, layout.train_table)
     storage.write_parquet(test, layout.test_table)

@@ -39,10 +39,10 @@ from pipelines.io import gate_reference, manifest, storage
 
 SITE = "validation"
 # SUMMARY keeps per-expectation results bounded (20 example values) however large the table;
-# the daily table is small, and COMPLETE with the day as index lists every short day.
+# the per-period table is small, and COMPLETE with the period as index lists every short one.
 RESULT_FORMATS: dict[str, Any] = {
     ex.TABLE: "SUMMARY",
-    ex.DAILY: {"result_format": "COMPLETE", "unexpected_index_column_names": [ex.DAY]},
+    ex.PERIODS: {"result_format": "COMPLETE", "unexpected_index_column_names": [ex.PERIOD]},
 }
 EXAMPLES = 3
 
@@ -107,7 +107,10 @@ def run(settings: Settings) -> ValidationSummary:
         )
     params = reference.apply(settings.validate_, saved)
     checks = ex.build_suite(settings.contract, params, start, end)
-    frames = {ex.TABLE: raw, ex.DAILY: ex.daily_rows(raw, settings.contract.timestamp, start, end)}
+    frames = {
+        ex.TABLE: raw,
+        ex.PERIODS: ex.rows_per_period(raw, settings.contract.timestamp, start, end, params.period),
+    }
     docs_url = layout.validation_docs
     with tempfile.TemporaryDirectory(prefix="gx-docs-") as staging:
         site = Path(staging) / "docs"  # not the 0700 temp dir itself: it would be copied as is
@@ -242,7 +245,7 @@ def _outcome(check: ex.Check, r: Any, frame: pd.DataFrame) -> ex.Outcome:
     if "mismatched" in (res.get("details") or {}):
         details["mismatched"] = res["details"]["mismatched"]
     if res.get("unexpected_index_list"):
-        details["days"] = [row[ex.DAY] for row in res["unexpected_index_list"]]
+        details["periods"] = [row[ex.PERIOD] for row in res["unexpected_index_list"]]
     count = res.get("unexpected_count")
     return ex.Outcome(
         check=check,

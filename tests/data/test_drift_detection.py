@@ -216,7 +216,7 @@ def world_on_disk(
         {
             "paths": {"source": str(tmp_path / "source"), "features": str(tmp_path / "features")},
             "serving": {"prediction_log": str(tmp_path / "predictions")},
-            "drift": {"window_hours": 24 * 7, "reports": str(tmp_path / "reports")},
+            "drift": {"window": "7 days", "reports": str(tmp_path / "reports")},
         }
     )
     reference, current = frames(scenario)

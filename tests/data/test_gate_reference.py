@@ -16,6 +16,7 @@ from pipelines.config import Settings, parse_settings
 from pipelines.core import reference
 from pipelines.core.dataset import conform
 from pipelines.core.layout import Layout
+from pipelines.core.span import Span
 from pipelines.io import gate_reference, manifest, storage
 from pipelines.serving.schema import record_model
 from pipelines.stages import validate
@@ -84,11 +85,13 @@ def gate(settings: Settings, table: pd.DataFrame) -> int:
 def test_the_reference_of_a_yearly_table_with_codes_and_gaps() -> None:
     table = survey()
     contract = parse_settings({"contract": CONTRACT, "evaluate": {"slice_by": []}}).contract
-    derived = reference.derive(table, contract)
+    day = Span.parse("1 day")
+    derived = reference.derive(table, contract, day)
     assert derived["categories"]["SEX"] == ["1", "2"] and len(derived["categories"]["SCHL"]) == 24
     low, high = derived["label_rate"]
     assert low < table["employed"].mean() < high and low > 0.1 and high < 0.85
-    assert derived["min_rows_per_day"] == 0  # yearly interviews leave days without any
+    assert derived["min_rows_per_period"] == 0  # yearly interviews leave days without any
+    assert reference.derive(table, contract, Span.parse("1 year"))["min_rows_per_period"] == 1
     assert set(derived["null_shares"]) == {"SCHL"} and 0.1 < derived["null_shares"]["SCHL"] < 0.13
     assert derived["min_rows"] == len(table) // 10
     daily = table.assign(
@@ -96,7 +99,7 @@ def test_the_reference_of_a_yearly_table_with_codes_and_gaps() -> None:
         + pd.to_timedelta(np.arange(len(table)) % 30, unit="D")
     )
     assert (
-        reference.derive(daily, contract)["min_rows_per_day"] == 1
+        reference.derive(daily, contract, day)["min_rows_per_period"] == 1
     )  # an empty day = a broken feed
 
 

@@ -19,6 +19,7 @@ from pipelines.config import Settings, Validate, parse_settings
 from pipelines.core import expectations as ex
 from pipelines.core import reference
 from pipelines.core.layout import Layout
+from pipelines.core.span import Span
 from pipelines.io import manifest, storage
 from pipelines.stages import validate
 
@@ -236,7 +237,7 @@ def test_renamed_column_shows_its_new_name(gate) -> None:
 def test_empty_day_is_named(gate) -> None:
     _, _, summary = gate(_empty_day(make_raw()))
     [day] = failed(summary, "expect_column_values_to_be_between", "ts")
-    assert day["details"]["days"] == [(START + dt.timedelta(days=4)).isoformat()]
+    assert day["details"]["periods"] == [(START + dt.timedelta(days=4)).isoformat()]
 
 
 @pytest.mark.parametrize(("share", "blocks"), [(0.01, False), (0.2, True)])
@@ -286,7 +287,7 @@ def test_unreadable_raw_is_a_clear_error(
     assert summary["success"] is False and url in summary["error"]
 
 
-def test_daily_rows_counts_every_day_of_the_window() -> None:
+def test_rows_per_period_counts_every_period_of_the_window() -> None:
     df = pd.DataFrame(
         {
             "ts": pd.to_datetime(
@@ -300,14 +301,23 @@ def test_daily_rows_counts_every_day_of_the_window() -> None:
             )
         }
     )
-    daily = ex.daily_rows(df, "ts", START, START + dt.timedelta(days=4))
+    start, day = pd.Timestamp(START), Span.parse("1 day")
+    daily = ex.rows_per_period(df, "ts", start, start + pd.Timedelta(days=4), day)
     assert daily.to_dict("list") == {
-        "day": ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"],
+        "period": ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"],
         "rows": [2, 0, 1, 0],
     }
-    assert ex.daily_rows(df.drop(columns="ts"), "ts", START, START + dt.timedelta(days=2))[
-        "rows"
-    ].tolist() == [0, 0]
+    assert ex.rows_per_period(
+        df.drop(columns="ts"), "ts", start, start + pd.Timedelta(days=2), day
+    )["rows"].tolist() == [0, 0]
+    # Periods of any span; one cut short by the window's end still counts.
+    hours = ex.rows_per_period(
+        df, "ts", start, start + pd.Timedelta(hours=30), Span.parse("12 hours")
+    )
+    assert hours.to_dict("list") == {
+        "period": ["2026-01-01", "2026-01-01T12:00:00", "2026-01-02"],
+        "rows": [1, 1, 0],
+    }
 
 
 def test_suite_covers_every_contract_column() -> None:

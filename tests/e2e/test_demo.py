@@ -15,8 +15,8 @@ from tests.conftest import ROOT, make_repo, run
 from tests.e2e.test_loop import LOOP_PARAMS
 
 pytestmark = pytest.mark.e2e
-# The loop's small world; the demo lands `window_days` of history first, then the drifted rest.
-DEMO_PARAMS = {**LOOP_PARAMS, "ingest": {"start": None, "end": None, "window_days": 28}}
+# The loop's small world; the demo lands `ingest.window` of history first, then the drifted rest.
+DEMO_PARAMS = {**LOOP_PARAMS, "ingest": {"start": None, "end": None, "window": "28 days"}}
 
 
 def fingerprint(root: Path, *parts: str) -> dict[str, str]:

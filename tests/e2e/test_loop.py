@@ -37,14 +37,14 @@ LOOP_PARAMS = {
         "scenario_start": "2026-01-29",
     },
     # Rolling: the window ends at the newest data in the source, so new days move it.
-    "ingest": {"start": None, "end": None, "window_days": 60},
-    "split": {"test_days": 6},
+    "ingest": {"start": None, "end": None, "window": "60 days"},
+    "split": {"test": "6 days"},
     "train": {"lightgbm": {"n_estimators": 80}},
     "serving": {"log_flush_seconds": 0.5, "reload_seconds": 0.5},
-    "deploy": {"floor": 0.6, "recent_days": 6, "rollout_timeout_seconds": 60},
+    "deploy": {"floor": 0.6, "recent": "6 days", "rollout_timeout_seconds": 60},
     # A small world: the model's normal ROC-AUC is ~0.85 here, so quality drift is judged at 0.8.
     "drift": {
-        "window_hours": 1,
+        "window": "1 hour",
         "min_rows": 300,
         "min_labelled": 200,
         "persistence": 1,

@@ -40,12 +40,12 @@ PARAMS = {
     "contract": survey.CONTRACT,
     "features": {"request": []},  # a time of day means nothing in a yearly interview
     # Rolling: the window ends after the newest interview, so landed years move it.
-    "ingest": {"start": None, "end": None, "window_days": 3700},
-    "split": {"test_days": 365},
+    "ingest": {"start": None, "end": None, "window": "10 years"},
+    "split": {"test": "1 year"},
     "train": {"lightgbm": {"n_estimators": 120}},
     "evaluate": {"slice_by": ["SEX"], "min_slice_rows": 50},
     "serving": LOOP_PARAMS["serving"],
-    "deploy": {**LOOP_PARAMS["deploy"], "recent_days": 365},
+    "deploy": {**LOOP_PARAMS["deploy"], "recent": "1 year"},
     # The card loop's, but quality judged at the default floor (this model's normal is ~0.8).
     "drift": {**LOOP_PARAMS["drift"], "min_quality": 0.75},
 }
@@ -103,7 +103,7 @@ def test_a_survey_table_runs_the_whole_loop_from_its_contract_alone(
     table = survey.generate(years=10, rows=1500, seed=0)
     repo = own_table_repo(tmp_path, table)
     reference = yaml.safe_load((repo / "gate_reference.yaml").read_text())
-    assert reference["min_rows_per_day"] == 0 and {"COW", "hours per week"} <= set(
+    assert reference["min_rows_per_period"] == 0 and {"COW", "hours per week"} <= set(
         reference["null_shares"]
     )
     monkeypatch.setenv("BENTOML_HOME", str(repo / ".bentoml"))

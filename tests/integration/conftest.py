@@ -217,7 +217,7 @@ def start_service(
 SERVE_PARAMS = {
     "simulate": {"cards": 300, "days": 24, "tx_per_day": 1000, "start": "2026-01-01"},
     "ingest": {"start": "2026-01-01", "end": "2026-01-21"},
-    "split": {"test_days": 6},
+    "split": {"test": "6 days"},
     "train": {"lightgbm": {"n_estimators": 40}},
     "serving": {"log_flush_seconds": 0.5, "reload_seconds": 0.2},
 }

@@ -38,13 +38,13 @@ PARAMS = {
         "scenario": "covariate_shift",
         "scenario_start": SHIFT,
     },
-    "ingest": {"start": None, "end": None, "window_days": 60},
-    "split": {"test_days": 6},
+    "ingest": {"start": None, "end": None, "window": "60 days"},
+    "split": {"test": "6 days"},
     "train": {"lightgbm": {"n_estimators": 40}},
-    "deploy": {"floor": 0.5, "recent_days": 6, "service_url": None},  # no service: the gate alone
+    "deploy": {"floor": 0.5, "recent": "6 days", "service_url": None},  # no service: the gate alone
     # Every check of the drifted log confirms at once: persistence 1, no cooldown.
     "drift": {
-        "window_hours": 24 * 30,
+        "window": "30 days",
         "min_rows": 300,
         "min_labelled": 200,
         "persistence": 1,
