@@ -78,10 +78,10 @@ serve: install  ## serve the champion (promote one first: python -m pipelines pr
 	python -m pipelines serve
 
 monitor: install  ## Prometheus (127.0.0.1:9090) and a Pushgateway (:9091) with the alert rules, watching `make serve`, until Ctrl-C
-	mkdir -p .monitoring
+	python -m pipelines monitoring --out .monitoring/config  # monitoring/ named for params' project
 	$(DEBIAN)/usr/bin/prometheus-pushgateway --web.listen-address=127.0.0.1:9091 & \
 	  trap 'kill %1' EXIT; \
-	  $(DEBIAN)/usr/bin/prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=.monitoring \
+	  $(DEBIAN)/usr/bin/prometheus --config.file=.monitoring/config/prometheus.yml --storage.tsdb.path=.monitoring/tsdb \
 	    --web.listen-address=127.0.0.1:9090
 
 redis: install  ## Debian's redis-server on 127.0.0.1:6379 (data in .redis/), to try serving.feature_store: redis://127.0.0.1:6379/0

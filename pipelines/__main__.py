@@ -144,6 +144,16 @@ def _survey(settings: Settings, args: argparse.Namespace) -> int:
     return survey.main(args.rest)  # its own parser owns its flags
 
 
+def _monitoring(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.jobs import monitoring
+
+    for path in monitoring.write(settings, Path(args.out)):
+        print(f"monitoring: {path}")
+    return 0
+
+
 OWN_FLAGS = ("simulate", "survey")  # commands whose own parser reads the rest of the line
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "config": ("print the settings (or --schema: their JSON schema)", _config),
@@ -172,6 +182,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         _drift_check,
     ),
     "serve": ("start the BentoML service on params' host:port", _serve),
+    "monitoring": (
+        "write monitoring/ (alert rules, Prometheus config, dashboard) for params' project",
+        _monitoring,
+    ),
     "demo": (
         "the main job: the whole loop, from nothing, on a copy of this project (make demo)",
         _demo,
@@ -207,6 +221,10 @@ def parser() -> argparse.ArgumentParser:
         if name == "materialize":
             sp.add_argument(
                 "--force", action="store_true", help="replace a store that already has events"
+            )
+        if name == "monitoring":
+            sp.add_argument(
+                "--out", default=".monitoring/config", help="directory (default: %(default)s)"
             )
         if name == "serve":
             sp.add_argument("--port", type=int, help="override serving.port")

@@ -30,8 +30,17 @@ from pipelines.core.span import FORM, Span
 
 PARAMS_ENV = "PIPELINES_PARAMS"
 DEFAULT_PARAMS = "params.yaml"
-# The first word of every Prometheus series the project exports (service and drift check).
-METRIC_PREFIX = "fraud"
+# The card example's project name. Series names are written with it in the code and in
+# monitoring/ (the metric contract a test checks), and `series` renames them for another `project`.
+DEFAULT_PROJECT = "fraud"
+
+
+def series(name: str, project: str) -> str:
+    """`name` (a series written with DEFAULT_PROJECT's prefix, e.g. `fraud_ready`) as the
+    `project` exports it (`employment_ready`); names of other exporters (`bentoml_...`, `up`)
+    unchanged."""
+    head = f"{DEFAULT_PROJECT}_"
+    return f"{project}_{name.removeprefix(head)}" if name.startswith(head) else name
 
 
 class _LocationMarker:
@@ -546,6 +555,13 @@ class Monitoring(_Frozen):
 class Settings(_Frozen):
     """Everything params.yaml holds; one frozen instance per process (runtime.bootstrap)."""
 
+    project: str = Field(
+        DEFAULT_PROJECT,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="The first word of every Prometheus series the service and the drift check "
+        "export (`<project>_ready`) and of the service's Prometheus job "
+        "(`python -m pipelines monitoring` writes the alert rules and the dashboard for it).",
+    )
     contract: Contract = Contract()
     paths: Paths = Paths()
     simulate: Simulate = Simulate()

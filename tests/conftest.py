@@ -76,7 +76,7 @@ def write_params(path: Path, params: dict) -> None:
 
 def make_repo(dest: Path, params: dict) -> Path:
     """A throwaway clone of the project's pipeline files, with its own git and DVC."""
-    for name in ("pipelines", "flows", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
+    for name in ("pipelines", "flows", "monitoring", "dvc.yaml", ".dvcignore", "bentofile.yaml"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

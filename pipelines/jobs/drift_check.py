@@ -53,11 +53,16 @@ def run(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:
         summary = check(settings, now)
     except Exception:
         if gateway:
-            _best_effort(lambda: drift_metrics.push_failure(gateway, now), gateway)
+            _best_effort(
+                lambda: drift_metrics.push_failure(gateway, now, settings.project), gateway
+            )
         raise
     if gateway:
         _best_effort(
-            lambda: drift_metrics.push_result(gateway, summary, settings.drift.min_quality), gateway
+            lambda: drift_metrics.push_result(
+                gateway, summary, settings.drift.min_quality, settings.project
+            ),
+            gateway,
         )
     return summary
 

@@ -33,7 +33,7 @@ def await_rollout(settings: Settings, tag: str) -> dict[str, Any]:
     seen = None
     while time.monotonic() < deadline:
         try:
-            seen = served_version(httpx.get(f"{url}/metrics", timeout=5).text)
+            seen = served_version(httpx.get(f"{url}/metrics", timeout=5).text, settings.project)
         except httpx.HTTPError as err:
             seen = f"unreachable ({type(err).__name__})"
         if seen == tag:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from pipelines.config import METRIC_PREFIX
+from pipelines.config import DEFAULT_PROJECT, series
 from pipelines.serving.schema import HistoryStatus
 
-PREFIX = METRIC_PREFIX
+# The names as the card example exports them; another `project` exports `series(name, project)`.
+PREFIX = DEFAULT_PROJECT
 MODEL_INFO = f"{PREFIX}_model_info"  # gauge: 1 for the model version being served
 READY = f"{PREFIX}_ready"  # gauge: 1 ready, 0 not (see NOT_READY for why)
 NOT_READY = f"{PREFIX}_not_ready"  # gauge by reason: 1 while that reason holds the service back
@@ -67,97 +68,101 @@ class ServiceMetrics:
     store_seconds: Any
 
 
-def create() -> ServiceMetrics:
-    """Register the series with BentoML's registry (once per process: Prometheus refuses a
-    second registration of a name)."""
+def create(project: str = DEFAULT_PROJECT) -> ServiceMetrics:
+    """Register the series, named for `project`, with BentoML's registry (once per process:
+    Prometheus refuses a second registration of a name)."""
     import bentoml
 
     m = bentoml.metrics
+
+    def named(name: str) -> str:
+        return series(name, project)
+
     return ServiceMetrics(
         batch_size=m.Histogram(
-            name=BATCH_SIZE,
+            name=named(BATCH_SIZE),
             documentation="Records per model call (adaptive batching).",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
         ),
         score=m.Histogram(
-            name=SCORE,
+            name=named(SCORE),
             documentation="Fraud probability of each scored record.",
             labelnames=["model_version"],
             buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
         ),
         decisions=m.Counter(
-            name=DECISIONS,
+            name=named(DECISIONS),
             documentation="Decisions made.",
             labelnames=["decision", "model_version"],
         ),
         unknown_category=m.Counter(
-            name=UNKNOWN_CATEGORY,
+            name=named(UNKNOWN_CATEGORY),
             documentation="Category values the model never saw.",
             labelnames=["column"],
         ),
         refused=m.Counter(
-            name=REFUSED,
+            name=named(REFUSED),
             documentation="Requests to /score not scored, by cause.",
             labelnames=["cause"],
         ),
         model_info=m.Gauge(
-            name=MODEL_INFO,
+            name=named(MODEL_INFO),
             documentation="1 for the model version being served.",
             labelnames=["model_version"],
             multiprocess_mode="livemax",
         ),
         ready=m.Gauge(
-            name=READY,
+            name=named(READY),
             documentation="1 when the service may score, else 0.",
             multiprocess_mode="livemin",
         ),
         not_ready=m.Gauge(
-            name=NOT_READY,
+            name=named(NOT_READY),
             documentation="1 while this reason keeps the service from scoring.",
             labelnames=["reason"],
             multiprocess_mode="livemax",
         ),
         champion_age=m.Gauge(
-            name=CHAMPION_AGE,
+            name=named(CHAMPION_AGE),
             documentation="Seconds since the served champion was promoted.",
             multiprocess_mode="livemax",
         ),
         log_lag=m.Gauge(
-            name=LOG_LAG,
+            name=named(LOG_LAG),
             documentation="Seconds since the prediction log last delivered to its sink.",
             multiprocess_mode="max",
         ),
         log_pending=m.Gauge(
-            name=LOG_PENDING,
+            name=named(LOG_PENDING),
             documentation="Logged rows not yet delivered (buffered or spooled).",
             multiprocess_mode="sum",
         ),
         log_spooled=m.Gauge(
-            name=LOG_SPOOLED,
+            name=named(LOG_SPOOLED),
             documentation="Logged rows waiting in the local spool for the sink.",
             multiprocess_mode="sum",
         ),
         history=m.Counter(
-            name=HISTORY,
+            name=named(HISTORY),
             documentation="Scored records by where their history features came from.",
             labelnames=["status"],
         ),
         store_up=m.Gauge(
-            name=STORE_UP,
+            name=named(STORE_UP),
             documentation="1 while the online feature store answers (every worker), else 0.",
             multiprocess_mode="livemin",
         ),
         store_pending=m.Gauge(
-            name=STORE_PENDING,
+            name=named(STORE_PENDING),
             documentation="Scored events kept to replay into the online store once it answers.",
             multiprocess_mode="livesum",
         ),
         store_dropped=m.Counter(
-            name=STORE_DROPPED,
+            name=named(STORE_DROPPED),
             documentation="Events dropped from a full replay buffer (lost to the online store).",
         ),
         store_seconds=m.Histogram(
-            name=STORE_SECONDS,
+            name=named(STORE_SECONDS),
             documentation="Seconds per online-store call (one per batch; while the store is down "
             "none is made), by op: read (a batch's histories) or append (its events).",
             labelnames=["op"],
@@ -166,14 +171,15 @@ def create() -> ServiceMetrics:
     )
 
 
-def served_version(text: str) -> str | None:
-    """The model version a `/metrics` page (Prometheus text) reports as served, or None."""
+def served_version(text: str, project: str = DEFAULT_PROJECT) -> str | None:
+    """The model version a `/metrics` page (Prometheus text) of `project`'s service reports as
+    served, or None."""
     from prometheus_client.parser import text_string_to_metric_families
 
     served = [
         s.labels["model_version"]
         for family in text_string_to_metric_families(text)
-        if family.name == MODEL_INFO
+        if family.name == series(MODEL_INFO, project)
         for s in family.samples
         if s.value == 1
     ]

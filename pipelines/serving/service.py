@@ -134,7 +134,7 @@ def build(settings: Settings) -> Any:
     limit = Field(min_length=1, max_length=serving.max_records_per_request)
     records_type = Annotated[list[transaction], limit]  # type: ignore[valid-type]
     hooks = Hooks(max_body_bytes=serving.max_body_bytes)
-    meters = metrics.create()
+    meters = metrics.create(settings.project)
     # Every cause from 0: a counter that appears at its first increase shows no rate until its next.
     for cause in metrics.REFUSAL_CAUSES:
         meters.refused.labels(cause=cause)

@@ -75,9 +75,12 @@ def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str
         for d, u in source.label_partitions(src).items()
         if cutoff is None or pd.Timestamp(d) < pd.Timestamp(cutoff)
     ]
-    raw = join_labels(
-        tx, pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(), settings.contract
-    )
+    arrived = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
+    if cutoff is not None and c.label_timestamp in arrived.columns:
+        # Label partitions are whole days of arrival: a cutoff within a day keeps its earlier ones.
+        when = pd.to_datetime(arrived[c.label_timestamp], errors="coerce")
+        arrived = arrived[((when < pd.Timestamp(cutoff)) | when.isna()).to_numpy()]
+    raw = join_labels(tx, arrived, settings.contract)
     return raw, (start, end), {"partitions": len(frames), "missing_days": missing}
 
 

@@ -16,6 +16,7 @@ from pipelines.config import Settings, parse_settings
 from pipelines.core.layout import Layout
 from pipelines.core.span import at
 from pipelines.io import gate_reference, manifest, storage
+from pipelines.sources import simulator
 from pipelines.stages import featurize, ingest, validate
 
 CONTRACT = {
@@ -135,3 +136,34 @@ def test_windows_split_and_volume_in_the_datas_own_unit(
     assert validate.main(settings) == validate.ex.DATA_REJECTED
     err = capsys.readouterr().err
     assert f"1 period(s) with fewer than 1 row(s): {at(gap)}" in err, err
+
+
+def test_a_partitioned_source_honours_instants_within_a_day(tmp_path: Path) -> None:
+    """The simulator's day partitions, a window and a label cutoff that fall within days: only
+    the window's transactions, and only the labels that had arrived by the cutoff instant."""
+    world = {"cards": 150, "days": 5, "tx_per_day": 300, "start": "2026-01-01"}
+    tx, labels = simulator.generate(parse_settings({"simulate": world}).simulate)
+    src = str(tmp_path / "source")
+    simulator.write_source(src, tx, labels)
+    start, end, cutoff = "2026-01-02 06:00", "2026-01-04 18:00", "2026-01-10 12:30"
+    settings = parse_settings(
+        {
+            "paths": {"source": src, "raw": str(tmp_path / "raw")},
+            "ingest": {"start": start, "end": end, "label_cutoff": cutoff},
+        }
+    )
+    ingest.run(settings)
+    raw = storage.read_parquet(Layout(settings).raw_table)
+    inside = tx[(tx["ts"] >= pd.Timestamp(start)) & (tx["ts"] < pd.Timestamp(end))]
+    assert sorted(raw["transaction_id"]) == sorted(inside["transaction_id"])
+    known = labels[labels["label_ts"] < pd.Timestamp(cutoff)]
+    expected = inside["transaction_id"].isin(known["transaction_id"])
+    assert int(raw["is_fraud"].notna().sum()) == int(expected.sum()) > 0
+    assert (raw["label_ts"].dropna() < pd.Timestamp(cutoff)).all()
+    # The cutoff's own day has labels on both sides of it: the instant, not the day, decides.
+    day = labels[labels["label_ts"].dt.normalize() == pd.Timestamp(cutoff).normalize()]
+    assert (day["label_ts"] < pd.Timestamp(cutoff)).any() and (
+        day["label_ts"] >= pd.Timestamp(cutoff)
+    ).any()
+    record = manifest.read(settings)
+    assert (record["start"], record["end"]) == ("2026-01-02T06:00:00", "2026-01-04T18:00:00")

@@ -7,8 +7,10 @@ changed years drift → the Prefect server retrains on that event → the new ch
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from pipelines.core.features import FeatureSpec, build_features
 from pipelines.core.layout import Layout
 from pipelines.io import model_files, registry
 from pipelines.sources import survey
-from tests.conftest import make_repo, run, write_params
+from tests.conftest import ROOT, deep_update, make_repo, run, write_params
 from tests.e2e.test_loop import (
     LOOP_PARAMS,
     retrained,
@@ -35,20 +37,28 @@ FIRST_YEARS = (
     survey.START_YEAR + 7
 )  # the source holds 2010-2016 at first; the world changes in 2017
 
-PARAMS = {
-    "paths": {"source": "data/survey.csv"},
-    "contract": survey.CONTRACT,
-    "features": {"request": []},  # a time of day means nothing in a yearly interview
-    # Rolling: the window ends after the newest interview, so landed years move it.
-    "ingest": {"start": None, "end": None, "window": "10 years"},
-    "split": {"test": "1 year"},
-    "train": {"lightgbm": {"n_estimators": 120}},
-    "evaluate": {"slice_by": ["SEX"], "min_slice_rows": 50},
-    "serving": LOOP_PARAMS["serving"],
-    "deploy": {**LOOP_PARAMS["deploy"], "recent": "1 year"},
-    # The card loop's, but quality judged at the default floor (this model's normal is ~0.8).
-    "drift": {**LOOP_PARAMS["drift"], "min_quality": 0.75},
-}
+
+def readme_params() -> dict:
+    """The params block of the README's own-data section, as a user copies it."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Your own data") :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") :]
+    return yaml.safe_load(block[: block.index("```")])
+
+
+# The README's block, and what a test needs on top: a smaller model, the loop's free ports, fast
+# flushes and checks (the card loop's), quality judged at the default floor (this model's normal
+# is ~0.8).
+PARAMS = deep_update(
+    readme_params(),
+    {
+        "train": {"lightgbm": {"n_estimators": 120}},
+        "evaluate": {"min_slice_rows": 50},
+        "serving": LOOP_PARAMS["serving"],
+        "deploy": {k: v for k, v in LOOP_PARAMS["deploy"].items() if k != "recent"},
+        "drift": {**LOOP_PARAMS["drift"], "min_quality": 0.75},
+    },
+)
 
 
 def own_table_repo(tmp_path: Path, table: pd.DataFrame) -> Path:
@@ -100,6 +110,7 @@ def assert_online_equals_offline(service: Service, repo: Path, rows: pd.DataFram
 def test_a_survey_table_runs_the_whole_loop_from_its_contract_alone(
     prefect_server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert PARAMS["contract"] == survey.CONTRACT  # the README describes the generated table
     table = survey.generate(years=10, rows=1500, seed=0)
     repo = own_table_repo(tmp_path, table)
     reference = yaml.safe_load((repo / "gate_reference.yaml").read_text())
@@ -114,6 +125,8 @@ def test_a_survey_table_runs_the_whole_loop_from_its_contract_alone(
         probe = table[(year == FIRST_YEARS - 1).to_numpy()].iloc[:300]
         assert probe["COW"].isna().any() and probe["hours per week"].isna().any()
         assert_online_equals_offline(service, repo, probe)
+        page = httpx.get(f"{service.url}/metrics").text  # the project's names, not the cards'
+        assert "employment_decisions_total{" in page and not re.search("^fraud_", page, re.M)
 
         # The upstream lands the changed years; the service scores them as they come.
         survey.write(table, str(repo / "data/survey.csv"))

@@ -2,8 +2,11 @@
 Pushgateway, with the project's alert rules: faults make the matching alerts fire, and they
 resolve once the fault is gone.
 
-The rules are the shipped ones on a faster clock: every `for:` becomes 2 s and every range
-window 10 s (the expressions are unchanged); `promtool test rules` covers the real durations."""
+The project is not the card example's: the service and the drift check export `employment_*`
+series, and the rules and the Prometheus config are `python -m pipelines monitoring`'s for that
+project (as `make monitor` writes them). They run on a faster clock: every `for:` becomes 2 s and
+every range window 10 s (the expressions are unchanged); `promtool test rules` covers the real
+durations."""
 
 from __future__ import annotations
 
@@ -17,15 +20,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from pipelines import runtime
+from pipelines.config import series
 from pipelines.io import drift_metrics
 from pipelines.serving import metrics
-from tests.conftest import ROOT, eventually, run
+from tests.conftest import eventually, run
 from tests.integration.conftest import Service, free_port, start_service, stop_group
 from tests.integration.test_service import record
 
 pytestmark = pytest.mark.integration
+PROJECT = "employment"
+OVERRIDES = {"PIPELINES_OVERRIDES": json.dumps({"project": PROJECT})}
 
 
 def on_a_fast_clock(rules: str) -> str:
@@ -76,38 +83,34 @@ class Prometheus:
 
 
 def start_prometheus(
-    tmp_path: Path, service: Service, gateway: str
+    tmp_path: Path, repo: Path, service: Service, gateway: str
 ) -> tuple[Prometheus, subprocess.Popen]:
-    (tmp_path / "alerts.yml").write_text(
-        on_a_fast_clock((ROOT / "monitoring/alerts.yml").read_text())
-    )
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["alerts.yml"],
-        "scrape_configs": [
-            {
-                "job_name": "fraud-service",
-                "static_configs": [{"targets": [service.url.removeprefix("http://")]}],
-            },
-            {
-                "job_name": "pushgateway",
-                "honor_labels": True,
-                "static_configs": [{"targets": [gateway.removeprefix("http://")]}],
-            },
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    """Prometheus with the monitoring files `python -m pipelines monitoring` writes for PROJECT,
+    on a fast clock and aimed at `service` and `gateway`."""
+    out = tmp_path / "monitoring"
+    run(["python", "-m", "pipelines", "monitoring", "--out", str(out)], repo, env=OVERRIDES)
+    rules = out / "alerts.yml"
+    rules.write_text(on_a_fast_clock(rules.read_text()))
+    config = yaml.safe_load((out / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {f"{PROJECT}-service", "pushgateway"}
+    jobs[f"{PROJECT}-service"]["static_configs"] = [
+        {"targets": [service.url.removeprefix("http://")]}
+    ]
+    jobs["pushgateway"]["static_configs"] = [{"targets": [gateway.removeprefix("http://")]}]
+    (out / "prometheus.yml").write_text(yaml.safe_dump(config))
     port, log = free_port(), tmp_path / "prometheus.log"
-    with log.open("wb") as out:
+    with log.open("wb") as log_file:
         proc = subprocess.Popen(
             [
                 runtime.os_tool("prometheus"),
-                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--config.file={out / 'prometheus.yml'}",
                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],
-            cwd=tmp_path,
-            stdout=out,
+            cwd=out,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -122,20 +125,23 @@ def test_faults_fire_their_alerts_in_a_real_prometheus_and_resolve(
     home = tmp_path / "bentoml"
     shutil.copytree(served_repo / ".bentoml", home)
     (home / "registry" / "champion.json").unlink()  # fault 1: no champion
-    env = {"BENTOML_HOME": str(home)}
+    env = {"BENTOML_HOME": str(home), **OVERRIDES}
     service = start_service(served_repo, env=env, ready=False)
-    prometheus, proc = start_prometheus(tmp_path, service, pushgateway)
+    prometheus, proc = start_prometheus(tmp_path, served_repo, service, pushgateway)
     try:
         page = httpx.get(f"{service.url}/metrics").text
-        assert metrics.REQUESTS in page and metrics.LATENCY in page and metrics.NOT_READY in page
-        eventually(lambda: prometheus.firing("FraudServiceNotReady"), 60)
-        assert prometheus.firing("FraudServiceNotReady")[0]["labels"]["reason"] == "no_champion"
+        assert metrics.REQUESTS in page and metrics.LATENCY in page
+        assert series(metrics.NOT_READY, PROJECT) in page and metrics.NOT_READY not in page
+        eventually(lambda: prometheus.firing("EmploymentServiceNotReady"), 60)
+        assert (
+            prometheus.firing("EmploymentServiceNotReady")[0]["labels"]["reason"] == "no_champion"
+        )
         run(
             ["python", "-m", "pipelines", "promote", "latest", "--reason", "test: alerts"],
             served_repo,
             env=env,
         )
-        eventually(lambda: not prometheus.alerts("FraudServiceNotReady"), 60)
+        eventually(lambda: not prometheus.alerts("EmploymentServiceNotReady"), 60)
 
         # Fault 2: a burst of invalid records among valid ones, then only valid ones.
         with httpx.Client(base_url=service.url) as client:
@@ -143,12 +149,12 @@ def test_faults_fire_their_alerts_in_a_real_prometheus_and_resolve(
                 client.post("/score", json={"records": [record(i) | {"amount": "lots"}]})
                 client.post("/score", json={"records": [record(100 + i)]})
                 time.sleep(0.1)
-            eventually(lambda: prometheus.firing("FraudBadInputSpike"), 60)
-            assert not prometheus.alerts("FraudScoringErrors")
+            eventually(lambda: prometheus.firing("EmploymentBadInputSpike"), 60)
+            assert not prometheus.alerts("EmploymentScoringErrors")
             deadline = time.monotonic() + 60
-            while prometheus.alerts("FraudBadInputSpike"):
+            while prometheus.alerts("EmploymentBadInputSpike"):
                 client.post("/score", json={"records": [record(999)]})
-                assert time.monotonic() < deadline, prometheus.alerts("FraudBadInputSpike")
+                assert time.monotonic() < deadline, prometheus.alerts("EmploymentBadInputSpike")
                 time.sleep(0.2)
 
         # The drift check's verdict, pushed as a batch job does.
@@ -163,11 +169,11 @@ def test_faults_fire_their_alerts_in_a_real_prometheus_and_resolve(
             "quality": {"roc_auc": 0.61},
             "column_scores": {"amount": {"method": "wasserstein", "score": 0.1, "threshold": 0.2}},
         }
-        drift_metrics.push_result(pushgateway, summary, 0.75)
+        drift_metrics.push_result(pushgateway, summary, 0.75, PROJECT)
         eventually(
             lambda: (
-                prometheus.firing("FraudDriftConfirmed")
-                and prometheus.firing("FraudQualityBelowFloor")
+                prometheus.firing("EmploymentDriftConfirmed")
+                and prometheus.firing("EmploymentQualityBelowFloor")
             ),
             60,
         )
@@ -175,11 +181,12 @@ def test_faults_fire_their_alerts_in_a_real_prometheus_and_resolve(
             pushgateway,
             summary | {"confirmed": False, "detected": False, "quality": {"roc_auc": 0.9}},
             0.75,
+            PROJECT,
         )
         eventually(
             lambda: (
-                not prometheus.alerts("FraudDriftConfirmed")
-                and not prometheus.alerts("FraudQualityBelowFloor")
+                not prometheus.alerts("EmploymentDriftConfirmed")
+                and not prometheus.alerts("EmploymentQualityBelowFloor")
             ),
             60,
         )

@@ -9,10 +9,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pipelines import runtime
+from pipelines.config import ConfigError, parse_settings, series
 from pipelines.io import drift_metrics
+from pipelines.jobs import monitoring
 from pipelines.serving import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +142,41 @@ def test_the_dashboard_parses_has_a_model_version_variable_and_queries_exported_
 def test_the_series_check_sees_what_it_should() -> None:
     assert series_in('sum(rate(fraud_x_total{a="b"}[5m])) / scalar(up)') == {"fraud_x_total", "up"}
     assert series_in("fraud_drift_verdict == 2") == {"fraud_drift_verdict"}
+
+
+def test_another_project_gets_the_same_rules_and_dashboard_under_its_own_names(
+    tmp_path: Path,
+) -> None:
+    settings = parse_settings({"project": "employment"}).located(ROOT)
+    written = monitoring.write(settings, tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "alerts.test.yml",
+        "alerts.yml",
+        "grafana/employment-service.json",
+        "prometheus.yml",
+    ]
+    for path in written:
+        assert "fraud" not in path.read_text().lower(), path
+    # Valid, and every alert still fires and clears on the renamed series.
+    checked = promtool("check", "rules", str(tmp_path / "alerts.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = promtool("test", "rules", str(tmp_path / "alerts.test.yml"))
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    assert promtool("check", "config", str(tmp_path / "prometheus.yml")).returncode == 0
+    # Every query names what the employment service, BentoML or the drift check export.
+    exported = {series(name, "employment") for name in OURS}
+    rules = yaml.safe_load((tmp_path / "alerts.yml").read_text())["groups"]
+    board = json.loads((tmp_path / "grafana/employment-service.json").read_text())
+    exprs = [r["expr"] for g in rules for r in g["rules"]]
+    exprs += [t["expr"] for p in board["panels"] for t in p["targets"]]
+    for expr in exprs:
+        assert series_in(expr) <= exported, expr
+    alerts = {r["alert"] for g in rules for r in g["rules"]}
+    assert "EmploymentServiceDown" in alerts and all(a.startswith("Employment") for a in alerts)
+
+
+def test_a_project_name_must_be_a_metric_name_prefix() -> None:
+    with pytest.raises(ConfigError, match="project"):
+        parse_settings({"project": "Employment Survey"})
+    assert series(metrics.READY, "employment") == "employment_ready"
+    assert series(metrics.REQUESTS, "employment") == metrics.REQUESTS  # BentoML's own
