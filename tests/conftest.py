@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +34,17 @@ SMALL_PARAMS = {
     "split": {"test": "10 days"},
     "train": {"lightgbm": {"n_estimators": 60}},
 }
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Every test leaves the process environment as it found it: the CLI run in-process
+    (`runtime.bootstrap`) sets PIPELINES_PARAMS, which would send a later test's subprocesses
+    (`python -m pipelines simulate` in its own repo) to this checkout's params and data."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def deep_update(base: dict, extra: dict) -> dict:
