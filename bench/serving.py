@@ -57,6 +57,7 @@ PARAMS = {
     "simulate": {"cards": 2000, "days": 24, "tx_per_day": 4000, "start": "2026-01-01"},
     "ingest": {"start": "2026-01-01", "end": "2026-01-21"},
     "split": {"test": "6 days"},
+    "train": {"validation": "4 days"},
 }
 LUA = r"""
 local counter = 0

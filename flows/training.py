@@ -92,7 +92,7 @@ def training() -> dict:
 
 
 def publish_metrics(evaluation: dict) -> None:
-    """The promoted model's and the baseline's test metrics as a table artifact."""
+    """Every candidate's test metrics as a table artifact, the chosen one first."""
     keys = [
         "roc_auc",
         "average_precision",
@@ -101,14 +101,10 @@ def publish_metrics(evaluation: dict) -> None:
         "log_loss",
         "brier",
     ]
-    rows = [{"model": evaluation.get("model", "primary"), **{k: evaluation.get(k) for k in keys}}]
-    if isinstance(evaluation.get("baseline"), dict):
-        rows.append(
-            {
-                "model": evaluation["baseline"].get("model", "baseline"),
-                **{k: evaluation["baseline"].get(k) for k in keys},
-            }
-        )
+    chosen = evaluation.get("model")
+    candidates = evaluation.get("candidates") or {chosen: evaluation}
+    order = sorted(candidates, key=lambda name: name != chosen)
+    rows = [{"model": name, **{k: candidates[name].get(k) for k in keys}} for name in order]
     create_table_artifact(
         key="evaluation-metrics", table=rows, description="Test-period metrics (dvc metrics)"
     )

@@ -320,15 +320,95 @@ class LogisticParams(_Frozen):
     )
 
 
+class HistGradientBoostingParams(_Frozen):
+    """scikit-learn's HistGradientBoostingClassifier (its names); categorical columns are native."""
+
+    max_iter: int = Field(300, gt=0)
+    learning_rate: float = Field(0.05, gt=0)
+    max_leaf_nodes: int = Field(31, gt=1)
+    min_samples_leaf: int = Field(50, gt=0)
+    l2_regularization: float = Field(1.0, ge=0)
+
+
+class XGBoostParams(_Frozen):
+    """XGBoost's XGBClassifier (its names); histogram trees, categorical columns native."""
+
+    n_estimators: int = Field(400, gt=0)
+    learning_rate: float = Field(0.05, gt=0)
+    max_depth: int = Field(6, gt=0)
+    min_child_weight: float = Field(1.0, ge=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    n_jobs: int = Field(2, gt=0)
+
+
+class SklearnParams(_Frozen):
+    """Any scikit-learn classifier or pipeline, by import path and keyword parameters: a team's
+    own estimator plugs in with params only."""
+
+    estimator: str = Field(
+        "sklearn.ensemble.RandomForestClassifier",
+        pattern=r"^[A-Za-z_][\w.]*[.:][A-Za-z_]\w*$",
+        description="`module.Class` or `module:Class` of an estimator with fit/predict_proba.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {"n_estimators": 200, "min_samples_leaf": 20, "n_jobs": 2},
+        description="Keyword arguments of the estimator (`random_state` is set from train.seed "
+        "when the estimator takes one).",
+    )
+    input: Literal["matrix", "frame"] = Field(
+        "matrix",
+        description="matrix: a float array, categories as level codes, missing as NaN (any "
+        "estimator); frame: a DataFrame with the feature names, categories as text (a pipeline "
+        "with its own encoders).",
+    )
+
+
+# The model families (pipelines/core/families/): a tag here, a params section in Train, a class.
+Family = Literal["lightgbm", "logistic", "hist_gradient_boosting", "xgboost", "sklearn"]
+
+
 class Train(_Frozen):
-    """Which family is promoted, the seed, and each family's parameters."""
+    """The candidate families, how one is chosen, the seed, and each family's parameters."""
 
     seed: int = 42
-    model: Literal["lightgbm", "logistic"] = Field(
-        "lightgbm", description="The family to promote; the other is the baseline."
+    candidates: tuple[Family, ...] = Field(
+        ("lightgbm", "logistic"),
+        min_length=1,
+        description="Families fitted on every run; each is evaluated and plotted.",
+    )
+    validation: SpanOfTime = Field(
+        "14 days",
+        validate_default=True,
+        description="The last span of the training window that chooses among the candidates "
+        "(fitted on the rest, then refitted on the whole window); never the test period.",
+    )
+    metric: Literal["roc_auc", "average_precision"] = Field(
+        "roc_auc", description="What the validation span ranks candidates by."
+    )
+    model: Family | None = Field(
+        None, description="Package this candidate whatever validation says; null: the best."
     )
     lightgbm: LightGBMParams = LightGBMParams()
     logistic: LogisticParams = LogisticParams()
+    hist_gradient_boosting: HistGradientBoostingParams = HistGradientBoostingParams()
+    xgboost: XGBoostParams = XGBoostParams()
+    sklearn: SklearnParams = SklearnParams()
+
+    @model_validator(mode="after")
+    def _model_is_a_candidate(self) -> Train:
+        if self.model is not None and self.model not in self.candidates:
+            raise ValueError(
+                f"train.model {self.model!r} is not in train.candidates {list(self.candidates)}"
+            )
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"train.candidates lists a family twice: {list(self.candidates)}")
+        return self
+
+    def params_of(self, family: str) -> BaseModel:
+        """The parameters section of `family`."""
+        return getattr(self, family)  # type: ignore[no-any-return]
 
 
 class Evaluate(_Frozen):

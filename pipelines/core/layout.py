@@ -56,12 +56,18 @@ class Layout:
         return join(self.settings.paths.features, "test.parquet")
 
     def model(self, family: str) -> str:
-        """train: one fitted family."""
+        """train: one fitted candidate family."""
         return join(self.settings.paths.models, f"{family}.pkl")
 
     @property
+    def selection(self) -> str:
+        """train: each candidate's validation score and the one chosen to package (JSON)."""
+        return join(self.settings.paths.models, "selection.json")
+
+    @property
     def evaluation(self) -> str:
-        """evaluate: the promoted family's test metrics, the baseline's under `baseline` (DVC metrics)."""
+        """evaluate: the chosen candidate's test metrics, every candidate's under `candidates`
+        (DVC metrics)."""
         return join(self.settings.paths.metrics, "evaluate.json")
 
     @property
@@ -70,8 +76,9 @@ class Layout:
         return join(self.settings.paths.metrics, "slices.json")
 
     def plot(self, family: str, name: str) -> str:
-        """evaluate: one DVC plot of one family (`roc`, `pr`, `calibration`, `importance`; CSV)."""
-        return join(self.settings.paths.plots, family, f"{name}.csv")
+        """evaluate: one DVC plot (`roc`, `pr`, `calibration`, `importance`; CSV) of one
+        candidate: a directory per plot, so dvc.yaml names no family."""
+        return join(self.settings.paths.plots, name, f"{family}.csv")
 
     @property
     def package(self) -> str:

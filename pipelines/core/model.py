@@ -1,8 +1,9 @@
-"""One small model interface over several families, so serving never cares which one won.
+"""One small model interface over every family, so serving never cares which one won.
 
 A `TabularModel` owns everything needed to turn a feature frame into probabilities: the column
 order, the category levels seen in training (an unseen level becomes missing, explicitly) and
-the fitted estimator. It pickles as one object.
+the fitted family (`core.families`), which scores the float matrix built here. It pickles as one
+object; versions pickled before families were classes keep loading (`__setstate__`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import LightGBMParams, LogisticParams
+from pipelines.core.families import FAMILIES, Columns, Family
 from pipelines.core.features import FeatureSpec
-
-FAMILIES = ("lightgbm", "logistic")
 
 
 @dataclass
@@ -30,7 +29,7 @@ class TabularModel:
     numeric: list[str]
     categorical: list[str]
     categories: dict[str, list[str]]
-    estimator: Any
+    estimator: Family
     info: dict[str, Any] = field(default_factory=dict)
     # Threads per prediction; None: the estimator's own setting (training's num_threads).
     predict_threads: int | None = None
@@ -99,25 +98,39 @@ class TabularModel:
         return {c: {v: i for i, v in enumerate(self.categories[c])} for c in self.categorical}
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """P(y = 1) per row of `X` (rows × at least `features`). Raises KeyError for a missing
+        feature column."""
         if len(X) == 0:
             return np.zeros(0)
-        if self.family == "lightgbm":
-            return self._predict_matrix(self.matrix(X))
-        return np.asarray(self.estimator.predict_proba(self.prepare(X))[:, 1], dtype=np.float64)
+        return self.estimator.predict(self.matrix(X), self.predict_threads)
 
     def predict_columns(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Serving path: probabilities and the unknown-category mask of feature arrays
-        (`core.features.online_features`' output), with no pandas frame for LightGBM."""
+        (`core.features.online_features`' output), with no pandas frame."""
         X, unknown = self._encode(columns)
         if not len(X):
             return np.zeros(0), unknown
-        if self.family == "lightgbm":
-            return self._predict_matrix(X), unknown
-        return self.predict_proba(pd.DataFrame({c: columns[c] for c in self.features})), unknown
+        return self.estimator.predict(X, self.predict_threads), unknown
 
-    def _predict_matrix(self, X: np.ndarray) -> np.ndarray:
-        threads = {"num_threads": self.predict_threads} if self.predict_threads else {}
-        return np.asarray(self.estimator.booster_.predict(X, **threads), dtype=np.float64)
+    @property
+    def columns(self) -> Columns:
+        """The matrix's columns, as the family was fitted on them."""
+        return Columns(
+            self.features,
+            [False] * len(self.numeric) + [True] * len(self.categorical),
+            self.categories,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Load a version pickled before families were classes: its estimator was the bare
+        LGBMClassifier, or the logistic pipeline fed a frame (`_ObjectCategoricals`)."""
+        estimator = state.get("estimator")
+        if estimator is not None and not isinstance(estimator, Family):
+            if state["family"] == "lightgbm":
+                state["estimator"] = FAMILIES["lightgbm"](estimator)
+            else:
+                state["estimator"] = _LegacyFrameModel(estimator, state)
+        self.__dict__.update(state)
 
 
 def _levels(X: pd.DataFrame, spec: FeatureSpec) -> dict[str, list[str]]:
@@ -127,12 +140,13 @@ def _levels(X: pd.DataFrame, spec: FeatureSpec) -> dict[str, list[str]]:
 def fit(
     family: str, X: pd.DataFrame, y: np.ndarray, spec: FeatureSpec, params: Any, seed: int
 ) -> TabularModel:
-    """Fit `family` on features `X` (rows × spec.names) and 0/1 labels `y` (rows).
+    """Fit `family` (a tag of `core.families.FAMILIES`) with its `params` on features `X`
+    (rows × spec.names) and 0/1 labels `y` (rows).
 
-    Raises ValueError for an unknown family or a single class in `y`.
+    Raises ValueError for an unknown family, a single class in `y` or an infinite feature.
     """
     if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+        raise ValueError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
     if len(np.unique(y)) < 2:
         raise ValueError("training labels contain a single class; widen the window or check labels")
     counts = np.isinf(X[spec.numeric].to_numpy(dtype=np.float64)).sum(axis=0)
@@ -142,67 +156,11 @@ def fit(
             f"features hold infinite values (count per column: {infinite}); every feature must "
             "be finite or missing"
         )
-    model = TabularModel(family, spec.numeric, spec.categorical, _levels(X, spec), None)
-    Xp = model.prepare(X)
-    if family == "lightgbm":
-        model.estimator = _fit_lightgbm(Xp, y, params, seed)
-    else:
-        model.estimator = _fit_logistic(Xp, y, params, seed, spec)
+    model = TabularModel(family, spec.numeric, spec.categorical, _levels(X, spec), None)  # type: ignore[arg-type]
+    model.estimator = FAMILIES[family].fit(
+        model.matrix(X), np.asarray(y), model.columns, params, seed
+    )
     return model
-
-
-def _fit_lightgbm(X: pd.DataFrame, y: np.ndarray, p: LightGBMParams, seed: int) -> Any:
-    import lightgbm as lgb
-
-    est = lgb.LGBMClassifier(
-        n_estimators=p.n_estimators,
-        learning_rate=p.learning_rate,
-        num_leaves=p.num_leaves,
-        min_child_samples=p.min_child_samples,
-        subsample=p.subsample,
-        subsample_freq=p.subsample_freq,
-        colsample_bytree=p.colsample_bytree,
-        reg_lambda=p.reg_lambda,
-        n_jobs=p.num_threads,
-        random_state=seed,
-        deterministic=True,
-        force_row_wise=True,
-        verbose=-1,
-    )
-    est.fit(X, y)
-    return est
-
-
-def _fit_logistic(
-    X: pd.DataFrame, y: np.ndarray, p: LogisticParams, seed: int, spec: FeatureSpec
-) -> Any:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, QuantileTransformer
-
-    numeric = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        # Heavy tails (amounts, ratios) wreck a linear model; ranks do not.
-        QuantileTransformer(
-            n_quantiles=200, output_distribution="normal", subsample=200_000, random_state=seed
-        ),
-    )
-    categorical = OneHotEncoder(handle_unknown="ignore", min_frequency=20)
-    pre = ColumnTransformer(
-        [("num", numeric, spec.numeric), ("cat", categorical, spec.categorical)]
-    )
-    est = make_pipeline(pre, LogisticRegression(C=p.C, max_iter=p.max_iter, random_state=seed))
-    # OneHotEncoder wants plain objects with a missing marker, not pandas categoricals.
-    Xo = X.copy()
-    for c in spec.categorical:
-        Xo[c] = Xo[c].astype(object).where(Xo[c].notna(), "__missing__")
-    if p.max_rows is not None and len(Xo) > p.max_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(len(Xo), p.max_rows, replace=False))
-        Xo, y = Xo.iloc[keep], y[keep]
-    est.fit(Xo, y)
-    return _ObjectCategoricals(est, spec.categorical)
 
 
 class _ObjectCategoricals:
@@ -219,25 +177,37 @@ class _ObjectCategoricals:
         return self.pipeline.predict_proba(Xo)
 
 
+class _LegacyFrameModel(Family):
+    """A pre-family logistic model: rebuilds the frame it was fitted on from the matrix."""
+
+    tag = "logistic"
+
+    def __init__(self, estimator: Any, state: dict[str, Any]) -> None:
+        super().__init__(estimator)
+        self.numeric, self.categorical = state["numeric"], state["categorical"]
+        self.categories = state["categories"]
+
+    @classmethod
+    def fit(cls, *args: Any, **kwargs: Any) -> Family:
+        raise TypeError("a legacy model is loaded, never fitted")
+
+    def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        frame = pd.DataFrame(X[:, : len(self.numeric)], columns=self.numeric)
+        for k, c in enumerate(self.categorical):
+            codes = X[:, len(self.numeric) + k]
+            levels = np.asarray([*self.categories[c], None], dtype=object)
+            values = levels[np.where(np.isnan(codes), -1, codes).astype(np.int64)]
+            frame[c] = pd.Categorical(values, categories=self.categories[c])
+        return np.asarray(self.estimator.predict_proba(frame)[:, 1], dtype=np.float64)
+
+    def importance(self) -> np.ndarray:
+        return np.zeros(len(self.numeric) + len(self.categorical))
+
+
 def feature_importance(model: TabularModel) -> pd.DataFrame:
-    """Gain importance for LightGBM, |coefficient| mass for the linear baseline."""
-    if model.family == "lightgbm":
-        booster = model.estimator.booster_
-        gain = booster.feature_importance(importance_type="gain")
-        imp = pd.DataFrame({"feature": booster.feature_name(), "importance": gain})
-    else:
-        pipe = model.estimator.pipeline
-        names = pipe[0].get_feature_names_out()
-        coef = np.abs(pipe[-1].coef_[0])
-        base = [n.split("__", 1)[1] for n in names]
-        owner = [
-            next((f for f in model.features if b == f or b.startswith(f + "_")), b) for b in base
-        ]
-        imp = (
-            pd.DataFrame({"feature": owner, "importance": coef})
-            .groupby("feature", as_index=False)
-            .sum()
-        )
+    """Each feature's share of the family's importance (rows: feature, importance; sorted)."""
+    raw = np.asarray(model.estimator.importance(), dtype=np.float64)
+    imp = pd.DataFrame({"feature": model.features, "importance": raw})
     total = imp["importance"].sum() or 1.0
     imp["importance"] = imp["importance"] / total
     return imp.sort_values("importance", ascending=False, ignore_index=True)

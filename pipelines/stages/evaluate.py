@@ -1,8 +1,9 @@
-"""evaluate: the promoted model and its baseline on the time-split test set.
+"""evaluate: every candidate on the time-split test set.
 
-`metrics/evaluate.json` is a DVC metrics file (promoted model's numbers at the top level, the
-baseline's under `baseline`); slices go to `metrics/slices.json`; curves, calibration and
-feature importance are CSV files declared as DVC plots.
+`metrics/evaluate.json` is a DVC metrics file: the chosen candidate's numbers (train's
+`selection.json`) at the top level with its name under `model`, every candidate's under
+`candidates`; slices go to `metrics/slices.json` (per candidate); curves, calibration and
+feature importance are CSV files declared as DVC plots, one directory per plot.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pipelines.config import Settings
 from pipelines.core import metrics
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
-from pipelines.core.model import FAMILIES, feature_importance
+from pipelines.core.model import feature_importance
 from pipelines.io import model_files, storage
 
 
@@ -22,14 +23,15 @@ def _csv(df: pd.DataFrame, url: str) -> None:
 
 
 def run(settings: Settings) -> dict:
-    """Every family on the test table: the metrics, slices and plots files (see the module docstring)."""
+    """Every candidate on the test table: the metrics, slices and plots files (see the module
+    docstring). Raises FileNotFoundError when train has not run."""
     spec, layout = FeatureSpec.from_settings(settings), Layout(settings)
     c, e = settings.contract, settings.evaluate
     test = storage.read_parquet(layout.test_table)
     y = test[c.target].to_numpy()
-    primary = settings.train.model
+    chosen = storage.read_json(layout.selection)["chosen"]
     results, slice_report = {}, {}
-    for family in FAMILIES:
+    for family in settings.train.candidates:
         model = model_files.load(layout.model(family))
         p = model.predict_proba(test[spec.names])
         results[family] = metrics.summary(y, p, e.alert_rate, e.calibration_bins)
@@ -44,19 +46,13 @@ def run(settings: Settings) -> dict:
         slice_report[family] = metrics.slices(
             frame, c.target, "_p", list(e.slice_by), e.alert_rate, e.min_slice_rows
         )
-
-    baseline = next(f for f in FAMILIES if f != primary)
-    report = {**results[primary], "model": primary, "baseline": results[baseline]}
-    if "roc_auc" in results[primary] and "roc_auc" in results[baseline]:
-        report["roc_auc_lift_over_baseline"] = (
-            results[primary]["roc_auc"] - results[baseline]["roc_auc"]
-        )
+    report = {**results[chosen], "model": chosen, "candidates": results}
     storage.write_json(layout.evaluation, report)
     storage.write_json(layout.slices, slice_report)
+    scores = " | ".join(
+        f"{f} roc_auc={r.get('roc_auc', float('nan')):.4f}" for f, r in results.items()
+    )
     print(
-        f"evaluate: {primary} roc_auc={report.get('roc_auc', float('nan')):.4f} "
-        f"ap={report.get('average_precision', float('nan')):.4f} | {baseline} roc_auc="
-        f"{results[baseline].get('roc_auc', float('nan')):.4f} → {layout.evaluation}, "
-        f"plots in {settings.paths.plots}/"
+        f"evaluate: {scores} (chosen: {chosen}) → {layout.evaluation}, plots in {settings.paths.plots}/"
     )
     return report

@@ -50,9 +50,11 @@ def lineage(settings: Settings) -> dict:
 
 
 def run(settings: Settings) -> dict:
-    """Save the promoted family's model with its lineage, build the bento, write package.json."""
+    """Save the chosen candidate's model (train's selection) with its lineage, build the bento,
+    write package.json."""
     layout = Layout(settings)
-    model = model_files.load(layout.model(settings.train.model))
+    chosen = storage.read_json(layout.selection)["chosen"]
+    model = model_files.load(layout.model(chosen))
     meta = lineage(settings)
     tag = registry.save(model, meta)
     bento = registry.build_bento(settings.root)

@@ -39,7 +39,7 @@ LOOP_PARAMS = {
     # Rolling: the window ends at the newest data in the source, so new days move it.
     "ingest": {"start": None, "end": None, "window": "60 days"},
     "split": {"test": "6 days"},
-    "train": {"lightgbm": {"n_estimators": 80}},
+    "train": {"lightgbm": {"n_estimators": 80}, "validation": "4 days"},
     "serving": {"log_flush_seconds": 0.5, "reload_seconds": 0.5},
     "deploy": {"floor": 0.6, "recent": "6 days", "rollout_timeout_seconds": 60},
     # A small world: the model's normal ROC-AUC is ~0.85 here, so quality drift is judged at 0.8.

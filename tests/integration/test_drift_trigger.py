@@ -40,7 +40,7 @@ PARAMS = {
     },
     "ingest": {"start": None, "end": None, "window": "60 days"},
     "split": {"test": "6 days"},
-    "train": {"lightgbm": {"n_estimators": 40}},
+    "train": {"lightgbm": {"n_estimators": 40}, "validation": "4 days"},
     "deploy": {"floor": 0.5, "recent": "6 days", "service_url": None},  # no service: the gate alone
     # Every check of the drifted log confirms at once: persistence 1, no cooldown.
     "drift": {

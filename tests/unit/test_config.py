@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_committed_params_file_is_valid() -> None:
     s = load_settings(ROOT / "params.yaml")
     assert s.contract.target == "is_fraud"
-    assert s.train.model == "lightgbm"
+    assert s.train.candidates == ("lightgbm", "logistic") and s.train.model is None
     assert s.validate_.categories["channel"]
 
 
@@ -34,7 +34,11 @@ def test_settings_are_frozen() -> None:
         ({"trian": {}}, "trian: unknown key"),
         ({"train": {"lightgbm": {"num_leavs": 7}}}, "train.lightgbm.num_leavs: unknown key"),
         ({"train": {"lightgbm": {"learning_rate": "fast"}}}, "train.lightgbm.learning_rate"),
-        ({"train": {"model": "xgboost"}}, "train.model"),
+        ({"train": {"model": "catboost"}}, "train.model"),
+        ({"train": {"model": "xgboost"}}, "train.model 'xgboost' is not in train.candidates"),
+        ({"train": {"candidates": ["lightgbm", "lightgbm"]}}, "lists a family twice"),
+        ({"train": {"candidates": []}}, "train.candidates"),
+        ({"train": {"sklearn": {"estimator": "not a path"}}}, "train.sklearn.estimator"),
         ({"ingest": {"start": "2026-02-01", "end": "2026-01-01"}}, "ingest.end"),
         (
             {"contract": {"amount": "price"}},

@@ -1,0 +1,65 @@
+"""What a model family is to the rest of the pipeline: fit on a float matrix, predict
+probabilities from one, say how much each column mattered.
+
+The matrix is `core.model.TabularModel.matrix`'s, the same offline and online: numeric features
+as float64 (NaN when missing), then each categorical feature as the code of its level among those
+seen in training (NaN when missing or unseen). A family never sees pandas unless it asks for a
+frame (the scikit-learn family's `input: frame`), so the service scores every family on the
+array fast path.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The matrix's columns: names in order, which are categorical, and each categorical's levels
+    (code i is levels[name][i])."""
+
+    names: list[str]
+    categorical: list[bool]
+    levels: dict[str, list[str]]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, is_cat in enumerate(self.categorical) if is_cat]
+
+
+class Family(ABC):
+    """A fitted model of one family. Subclasses set `tag` (params' `train.candidates` entry) and
+    are registered in `families.FAMILIES`."""
+
+    tag: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def fit(
+        cls, X: np.ndarray, y: np.ndarray, columns: Columns, params: BaseModel, seed: int
+    ) -> Family:
+        """Fit on `X` (rows × columns, see the module docstring) and 0/1 labels `y` (rows),
+        deterministically for a given `seed`."""
+
+    @abstractmethod
+    def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """P(y = 1) per row of `X` (rows,), float64; `threads`: at most this many (None: the
+        family's own setting)."""
+
+    @abstractmethod
+    def importance(self) -> np.ndarray:
+        """A non-negative weight per column of the matrix (columns,): how much the model used it
+        (the family's own measure; normalised by the caller)."""
+
+    @property
+    def estimator(self) -> Any:
+        """The framework's fitted object (for people and tests; the pipeline never needs it)."""
+        return self._estimator
+
+    def __init__(self, estimator: Any) -> None:
+        self._estimator = estimator

@@ -1,0 +1,63 @@
+"""scikit-learn's histogram gradient boosting (native categorical splits and missing values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import HistGradientBoostingParams
+from pipelines.core.families.base import Columns, Family
+
+# Its categorical codes must be below max_bins (255); a column with more levels is split as a
+# number (its level codes are sorted text, so neighbours are alphabetical, not similar).
+MAX_LEVELS = 254
+
+
+class HistGradientBoosting(Family):
+    """`HistGradientBoostingClassifier` on the matrix; early stopping off so that the number of
+    trees is the params' and a rerun gives the same model."""
+
+    tag = "hist_gradient_boosting"
+
+    @classmethod
+    def fit(
+        cls, X: np.ndarray, y: np.ndarray, columns: Columns, params: Any, seed: int
+    ) -> HistGradientBoosting:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        p: HistGradientBoostingParams = params
+        native = [
+            is_cat and len(columns.levels[name]) <= MAX_LEVELS
+            for name, is_cat in zip(columns.names, columns.categorical, strict=True)
+        ]
+        est = HistGradientBoostingClassifier(
+            max_iter=p.max_iter,
+            learning_rate=p.learning_rate,
+            max_leaf_nodes=p.max_leaf_nodes,
+            min_samples_leaf=p.min_samples_leaf,
+            l2_regularization=p.l2_regularization,
+            categorical_features=np.array(native, dtype=bool),
+            early_stopping=False,
+            random_state=seed,
+        )
+        est.fit(X, y)
+        return cls(est)
+
+    def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        if threads:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=threads, user_api="openmp"):
+                return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+        return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+
+    def importance(self) -> np.ndarray:
+        """How often each column splits a tree (the estimator has no gain importance)."""
+        counts = np.zeros(self.estimator.n_features_in_)
+        for trees in self.estimator._predictors:  # one list of trees per iteration
+            for tree in trees:
+                nodes = tree.nodes
+                inner = nodes["is_leaf"] == 0
+                np.add.at(counts, nodes["feature_idx"][inner], 1.0)
+        return counts

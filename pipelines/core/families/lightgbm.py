@@ -1,0 +1,63 @@
+"""LightGBM (gradient-boosted trees, native categorical splits and missing values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import LightGBMParams
+from pipelines.core.families.base import Columns, Family
+
+
+class LightGBM(Family):
+    """`LGBMClassifier`, predicted through its booster on the float matrix (no pandas)."""
+
+    tag = "lightgbm"
+
+    @classmethod
+    def fit(
+        cls, X: np.ndarray, y: np.ndarray, columns: Columns, params: Any, seed: int
+    ) -> LightGBM:
+        import lightgbm as lgb
+
+        p: LightGBMParams = params
+        est = lgb.LGBMClassifier(
+            n_estimators=p.n_estimators,
+            learning_rate=p.learning_rate,
+            num_leaves=p.num_leaves,
+            min_child_samples=p.min_child_samples,
+            subsample=p.subsample,
+            subsample_freq=p.subsample_freq,
+            colsample_bytree=p.colsample_bytree,
+            reg_lambda=p.reg_lambda,
+            n_jobs=p.num_threads,
+            random_state=seed,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        )
+        est.fit(
+            X,
+            y,
+            feature_name=[_safe(n) for n in columns.names],
+            categorical_feature=columns.categorical_indices,
+        )
+        return cls(est)
+
+    def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        # The booster ignores the wrapper's n_jobs: without num_threads it uses training's, and a
+        # small batch loses more to OpenMP start-up than it gains.
+        extra = {"num_threads": threads} if threads else {}
+        return np.asarray(self.estimator.booster_.predict(X, **extra), dtype=np.float64)
+
+    def importance(self) -> np.ndarray:
+        return np.asarray(
+            self.estimator.booster_.feature_importance(importance_type="gain"), dtype=np.float64
+        )
+
+
+def _safe(name: str) -> str:
+    """LightGBM refuses JSON's special characters in feature names; the matrix's order, not the
+    name, is what predictions use."""
+    return "".join("_" if ch in '[]{}":,' else ch for ch in name)

@@ -1,0 +1,50 @@
+"""XGBoost (histogram trees, native categorical splits and missing values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import XGBoostParams
+from pipelines.core.families.base import Columns, Family
+
+
+class XGBoost(Family):
+    """`XGBClassifier` on the matrix, categorical columns declared as such."""
+
+    tag = "xgboost"
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, columns: Columns, params: Any, seed: int) -> XGBoost:
+        import xgboost as xgb
+
+        p: XGBoostParams = params
+        est = xgb.XGBClassifier(
+            n_estimators=p.n_estimators,
+            learning_rate=p.learning_rate,
+            max_depth=p.max_depth,
+            min_child_weight=p.min_child_weight,
+            subsample=p.subsample,
+            colsample_bytree=p.colsample_bytree,
+            reg_lambda=p.reg_lambda,
+            n_jobs=p.n_jobs,
+            tree_method="hist",
+            enable_categorical=True,
+            feature_types=["c" if c else "q" for c in columns.categorical],
+            random_state=seed,
+            verbosity=0,
+        )
+        est.fit(X, y)
+        return cls(est)
+
+    def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        booster = self.estimator.get_booster()
+        if threads:
+            booster.set_param({"nthread": threads})
+        return np.asarray(booster.inplace_predict(X, predict_type="value"), dtype=np.float64)
+
+    def importance(self) -> np.ndarray:
+        gain = self.estimator.get_booster().get_score(importance_type="total_gain")
+        n = self.estimator.n_features_in_
+        return np.array([gain.get(f"f{i}", 0.0) for i in range(n)], dtype=np.float64)
