@@ -60,10 +60,13 @@ class TabularModel:
 
     def serving_copy(self) -> TabularModel:
         """A copy that predicts with one thread: small batches lose more to OpenMP start-up than
-        they gain, and the serving process needs its other core for HTTP. (The booster ignores
-        the wrapper's n_jobs and predicts with training's num_threads: ~5 ms for a 32-row batch
-        on a pinned core instead of ~0.2 ms with one thread.)"""
-        return dataclasses.replace(self, predict_threads=1)
+        they gain, and the serving process needs its other core for HTTP (each family's
+        `single_threaded`). (LightGBM's booster ignores the wrapper's n_jobs and predicts with
+        training's num_threads: ~5 ms for a 32-row batch on a pinned core instead of ~0.2 ms
+        with one thread.)"""
+        return dataclasses.replace(
+            self, predict_threads=1, estimator=self.estimator.single_threaded()
+        )
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """`prepare` as one float matrix, categoricals as their fixed-level codes (NaN if unseen):

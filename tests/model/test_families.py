@@ -76,7 +76,10 @@ def test_every_family_fits_serves_round_trips_and_ranks_features(
     loaded = model_files.load(str(tmp_path / "m.pkl"))
     # (atol: a forest predicts in parallel threads, which sum in any order)
     np.testing.assert_allclose(loaded.predict_proba(probe), offline, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(loaded.serving_copy().predict_proba(probe), offline, atol=1e-12)
+    served = loaded.serving_copy()
+    np.testing.assert_allclose(served.predict_proba(probe), offline, atol=1e-12)
+    if family == "sklearn":  # a forest's joblib workers: one thread when served, as trained else
+        assert served.estimator.estimator.n_jobs == 1 and loaded.estimator.estimator.n_jobs == 2
     imp = feature_importance(model)
     assert sorted(imp["feature"]) == sorted(spec.names)
     assert (imp["importance"] >= 0).all() and imp["importance"].sum() == pytest.approx(1.0)

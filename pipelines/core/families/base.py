@@ -56,6 +56,12 @@ class Family(ABC):
         """A non-negative weight per column of the matrix (columns,): how much the model used it
         (the family's own measure; normalised by the caller)."""
 
+    def single_threaded(self) -> Family:
+        """This model for serving: predictions on one thread, set up once (a small batch loses
+        more to starting threads than it gains, and the service needs its other core for HTTP).
+        Default: itself, for families whose `predict` honours `threads` cheaply."""
+        return self
+
     @property
     def estimator(self) -> Any:
         """The framework's fitted object (for people and tests; the pipeline never needs it)."""

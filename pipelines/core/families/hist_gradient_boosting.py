@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from pipelines.config import HistGradientBoostingParams
 from pipelines.core.families.base import Columns, Family
+
+
+@functools.cache
+def _openmp() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
 
 # Its categorical codes must be below max_bins (255); a column with more levels is split as a
 # number (its level codes are sorted text, so neighbours are alphabetical, not similar).
@@ -46,9 +55,9 @@ class HistGradientBoosting(Family):
 
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         if threads:
-            from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(limits=threads, user_api="openmp"):
+            # One controller for the process: building one scans every loaded library (~ms);
+            # limiting through it is cheap.
+            with _openmp().limit(limits=threads, user_api="openmp"):
                 return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
@@ -39,10 +40,15 @@ class XGBoost(Family):
         return cls(est)
 
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """(Threads are the booster's own `nthread`, set once by `single_threaded`: setting it
+        per call costs more than a small batch's prediction.)"""
         booster = self.estimator.get_booster()
-        if threads:
-            booster.set_param({"nthread": threads})
         return np.asarray(booster.inplace_predict(X, predict_type="value"), dtype=np.float64)
+
+    def single_threaded(self) -> XGBoost:
+        copy = XGBoost(deepcopy(self.estimator))
+        copy.estimator.get_booster().set_param({"nthread": 1})
+        return copy
 
     def importance(self) -> np.ndarray:
         gain = self.estimator.get_booster().get_score(importance_type="total_gain")
