@@ -117,4 +117,7 @@ def test_a_promotion_from_lightgbm_to_xgboost_under_load_fails_no_request(
     assert load.refused == 0
     versions = [v for _, _, v in sorted(load.ok)]
     assert versions[0] == lightgbm and versions[-1] == xgboost
-    assert set(versions[versions.index(xgboost) :]) == {xgboost}  # no flapping back
+    # No flapping back. (Answers are ordered by when each client thread got its response, which
+    # can trail the server's order by a few in-flight requests: as in the lifecycle test.)
+    switched = versions.index(xgboost)
+    assert set(versions[switched + 20 :]) == {xgboost} and len(versions) > switched + 40
