@@ -146,22 +146,9 @@ def test_lightgbm_on_the_matrix_is_lightgbm_on_its_own_pandas_categoricals() -> 
 
     small, spec, feats, y = small_world(seed=5)
     model = fit("lightgbm", feats, y, spec, small.train.lightgbm, 1)
-    p = small.train.lightgbm
-    plain = lgb.LGBMClassifier(
-        n_estimators=p.n_estimators,
-        learning_rate=p.learning_rate,
-        num_leaves=p.num_leaves,
-        min_child_samples=p.min_child_samples,
-        subsample=p.subsample,
-        subsample_freq=p.subsample_freq,
-        colsample_bytree=p.colsample_bytree,
-        reg_lambda=p.reg_lambda,
-        n_jobs=p.num_threads,
-        random_state=1,
-        deterministic=True,
-        force_row_wise=True,
-        verbose=-1,
-    ).fit(model.prepare(feats), y)
+    # The same estimator settings, fitted the usual way: on pandas categoricals.
+    plain = lgb.LGBMClassifier(**model.estimator.estimator.get_params())
+    plain.fit(model.prepare(feats), y)
     probe = feats.sample(300, random_state=0).copy()
     probe.loc[probe.index[:5], "merchant_category"] = "crypto"  # unseen
     probe.loc[probe.index[5:10], "merchant_country"] = None  # missing
