@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+from pipelines.config import Settings
+from pipelines.core.layout import Layout
 from pipelines.core.model import TabularModel
 from pipelines.io import storage
 
@@ -24,3 +26,11 @@ def load(url: str) -> TabularModel:
     if not isinstance(model, TabularModel):
         raise TypeError(f"{url} does not hold a TabularModel")
     return model
+
+
+def chosen(settings: Settings) -> tuple[str, TabularModel]:
+    """The candidate train chose to package (`Layout.selection`) and its model. Raises
+    FileNotFoundError when train has not run."""
+    layout = Layout(settings)
+    family = storage.read_json(layout.selection)["chosen"]
+    return family, load(layout.model(family))

@@ -53,8 +53,7 @@ def run(settings: Settings) -> dict:
     """Save the chosen candidate's model (train's selection) with its lineage, build the bento,
     write package.json."""
     layout = Layout(settings)
-    chosen = storage.read_json(layout.selection)["chosen"]
-    model = model_files.load(layout.model(chosen))
+    _, model = model_files.chosen(settings)
     meta = lineage(settings)
     tag = registry.save(model, meta)
     bento = registry.build_bento(settings.root)

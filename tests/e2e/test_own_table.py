@@ -19,7 +19,6 @@ import yaml
 from pipelines.config import load_settings
 from pipelines.core.dataset import conform
 from pipelines.core.features import FeatureSpec, build_features
-from pipelines.core.layout import Layout
 from pipelines.io import model_files, registry
 from pipelines.sources import survey
 from tests.conftest import ROOT, deep_update, make_repo, run, write_params
@@ -101,7 +100,7 @@ def assert_online_equals_offline(service: Service, repo: Path, rows: pd.DataFram
     # The champion is the newest training's model (promoted by hand, then by the retraining). Read
     # from the train stage's file, not the model store: importing BentoML here would pin this
     # test process to this repo's model store for every later test (BentoML reads its home once).
-    model = model_files.load(Layout(settings).model("lightgbm"))
+    _, model = model_files.chosen(settings)
     offline = model.predict_proba(build_features(conform(rows, settings.contract), spec))
     np.testing.assert_allclose([a["probability"] for a in answers], offline, rtol=0, atol=1e-12)
     assert all(a["unknown_categories"] == [] for a in answers)

@@ -61,9 +61,7 @@ def log_the_drifted_days(repo: Path) -> None:
     raw = join_labels(tx, labels, c)
     feats = build_features(raw, spec)
     later = (raw[c.timestamp] >= pd.Timestamp(SHIFT)).to_numpy()
-    model = model_files.load(
-        str(repo / s.paths.models / "lightgbm.pkl")
-    )  # what the package stage promoted
+    _, model = model_files.chosen(s.located(repo))  # what the package stage promoted
     part = pd.concat(
         [
             raw.loc[later, [c.id, c.timestamp, c.entity]].reset_index(drop=True),

@@ -75,7 +75,7 @@ def test_online_features_and_scores_equal_offline(service: Service, served_repo:
     offline = (
         build_features(events, spec).iloc[len(raw) :].set_index(future["transaction_id"].to_numpy())
     )
-    model = model_files.load(str(served_repo / s.paths.models / "lightgbm.pkl"))
+    _, model = model_files.chosen(s.located(served_repo))  # what the package stage saved
     expected = pd.Series(model.predict_proba(offline), index=offline.index)
 
     logged = wait_for_log(

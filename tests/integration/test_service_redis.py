@@ -89,7 +89,7 @@ def test_replicas_sharing_redis_give_the_offline_features(
     offline = (
         build_features(events, spec).iloc[len(raw) :].set_index(future["transaction_id"].to_numpy())
     )
-    model = model_files.load(str(served_repo / s.paths.models / "lightgbm.pkl"))
+    _, model = model_files.chosen(s.located(served_repo))
     served = pd.DataFrame(answers).set_index("transaction_id").loc[offline.index]
     np.testing.assert_allclose(served["probability"], model.predict_proba(offline), atol=1e-6)
     logged = wait_for_log(
