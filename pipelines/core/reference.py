@@ -27,10 +27,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines.config import Contract, Validate
+from pipelines.core.expectations import ROWS, rows_per_period
 from pipelines.core.span import Span
 
 FIELDS = (
@@ -76,9 +76,9 @@ def derive(table: pd.DataFrame, contract: Contract, period: Span) -> dict[str, A
             ]
     ts = pd.to_datetime(table[c.timestamp]).dropna()
     if len(ts):
-        starts = period.grid(period.floor(ts.min()), period.boundary_after(ts.max()))
-        held = np.unique(np.searchsorted(starts.to_numpy(), ts.to_numpy(), side="right") - 1)
-        out["min_rows_per_period"] = int(len(held) == len(starts))
+        start, end = period.floor(ts.min()), period.boundary_after(ts.max())
+        counts = rows_per_period(table, c.timestamp, start, end, period)[ROWS]
+        out["min_rows_per_period"] = int((counts > 0).all())
     gaps = [*c.categorical, *(n for n in c.numeric if n != c.amount)]
     shares = {col: float(table[col].isna().mean()) for col in gaps if col in table.columns}
     out["null_shares"] = {
