@@ -57,7 +57,7 @@ class Layout:
 
     def model(self, family: str) -> str:
         """train: one fitted candidate family."""
-        return join(self.settings.paths.models, f"{family}.pkl")
+        return join(self.settings.paths.models, f"{family}.zip")
 
     @property
     def selection(self) -> str:

@@ -194,6 +194,13 @@ class _LegacyFrameModel(Family):
     def fit(cls, *args: Any, **kwargs: Any) -> Family:
         raise TypeError("a legacy model is loaded, never fitted")
 
+    def files(self) -> dict[str, bytes]:
+        raise TypeError("a legacy pickled model has no portable form; retrain it")
+
+    @classmethod
+    def restore(cls, *args: Any, **kwargs: Any) -> Family:
+        raise TypeError("a legacy model is only ever unpickled")
+
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         frame = pd.DataFrame(X[:, : len(self.numeric)], columns=self.numeric)
         for k, c in enumerate(self.categorical):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import pickle
-
 from pipelines.config import Settings
+from pipelines.core import artifact
 from pipelines.core.layout import Layout
 from pipelines.core.model import TabularModel
 from pipelines.io import storage
 
 
 def to_bytes(model: TabularModel) -> bytes:
-    """The file's content: the same fitted model gives the same bytes."""
-    return pickle.dumps(model, protocol=5)
+    """The file's content (`core.artifact`'s archive): the same fitted model gives the same
+    bytes."""
+    return artifact.pack(model)
 
 
 def save(model: TabularModel, url: str) -> None:
@@ -21,11 +21,9 @@ def save(model: TabularModel, url: str) -> None:
 
 
 def load(url: str) -> TabularModel:
-    """The model at `url`. Raises FileNotFoundError if absent, TypeError if it is not a model."""
-    model = pickle.loads(storage.read_bytes(url))
-    if not isinstance(model, TabularModel):
-        raise TypeError(f"{url} does not hold a TabularModel")
-    return model
+    """The model at `url`. Raises FileNotFoundError if absent, ValueError naming it if it is not
+    a model archive or a member does not match its contract (`core.artifact.unpack`)."""
+    return artifact.unpack(storage.read_bytes(url), url)
 
 
 def chosen(settings: Settings) -> tuple[str, TabularModel]:

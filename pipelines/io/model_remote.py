@@ -21,7 +21,9 @@ a push from a stale clone loses nothing already recorded.
 from __future__ import annotations
 
 import json
+import lzma
 import os
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,11 +212,17 @@ def _copy_missing(url: str, kind: str, suffix: str, tags: list[str], export: Any
 
 
 def _import(url: str, kind: str, tag: str, suffix: str, load: Any) -> None:
-    data = storage.read_bytes(storage.join(url, kind, archive_key(tag, suffix)))
+    """Import one archive. Raises ValueError naming it when it cannot be read (a truncated or
+    corrupted upload): nothing of it enters the store."""
+    key = storage.join(url, kind, archive_key(tag, suffix))
+    data = storage.read_bytes(key)
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / f"archive{suffix}"
         file.write_bytes(data)
-        load(str(file))
+        try:
+            load(str(file))
+        except (OSError, EOFError, ValueError, lzma.LZMAError, tarfile.TarError) as err:
+            raise ValueError(f"remote archive {key} cannot be imported: {err}") from None
 
 
 def _read_json(url: str) -> dict[str, Any] | None:

@@ -13,15 +13,16 @@ import datetime as dt
 import hashlib
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import artifact
 from pipelines.core.model import TabularModel
 from pipelines.io import model_files, storage
 
 MODEL_NAME = "fraud-model"
-ARTIFACT = "model.pkl"
+ARTIFACT = "model.zip"  # core.artifact's portable archive
+LEGACY_ARTIFACT = "model.pkl"  # versions saved before it: loaded only once their digest matches
 LINEAGE = "lineage.json"
 DIGEST = "content_sha256"  # label: the artifact's SHA-256 at save time
 
@@ -72,27 +73,38 @@ def save(
 def load(tag: str) -> TabularModel:
     """The model of version `tag`, its artifact checked against the SHA-256 recorded at save time.
 
+    A version saved before portable archives holds a pickle (`LEGACY_ARTIFACT`): it keeps
+    loading, and is unpickled only after its recorded digest matched; one without a recorded
+    digest is refused.
+
     Raises LookupError when the version is not in the store, ValueError naming the artifact when
-    its content does not match (tampered or truncated), TypeError when it holds no model."""
+    its content does not match (tampered or truncated), no digest was recorded for it, or it is
+    not a model (`core.artifact.unpack`)."""
     import bentoml
 
     try:
         ref = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         raise LookupError(f"model {tag} is not in the model store at {home()}") from None
-    path = ref.path_of(ARTIFACT)
-    with open(path, "rb") as f:
-        data = f.read()
+    path = Path(ref.path_of(ARTIFACT))
+    if not path.exists() and Path(ref.path_of(LEGACY_ARTIFACT)).exists():
+        path = Path(ref.path_of(LEGACY_ARTIFACT))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"model {tag}: its artifact {path} is missing") from None
     recorded = ref.info.labels.get(DIGEST)
-    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+    if recorded is None:
+        raise ValueError(
+            f"model {tag}: no SHA-256 was recorded for {path} when it was saved; refusing to load "
+            "an artifact that cannot be verified"
+        )
+    if hashlib.sha256(data).hexdigest() != recorded:
         raise ValueError(
             f"model {tag}: {path} does not match the SHA-256 recorded when it was saved "
             "(tampered or truncated); refusing to load it"
         )
-    model = pickle.loads(data)
-    if not isinstance(model, TabularModel):
-        raise TypeError(f"model {tag} does not hold a TabularModel")
-    return model
+    return artifact.unpack(data, f"model {tag} ({path})", allow_pickle=True)
 
 
 def info(tag: str) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def test_bad_data_stops_the_pipeline_and_keeps_what_was_good(small_repo: Path) -
     repo = small_repo
     run(["python", "-m", "pipelines", "simulate"], repo)
     run(["dvc", "repro"], repo)
-    model_before = (repo / "models/lightgbm.pkl").read_bytes()
+    model_before = (repo / "models/lightgbm.zip").read_bytes()
     features_before = (repo / "data/features/train.parquet").read_bytes()
 
     run(
@@ -96,7 +96,7 @@ def test_bad_data_stops_the_pipeline_and_keeps_what_was_good(small_repo: Path) -
     assert ran(failed.stdout) == ["ingest", "validate"]
     summary = json.loads((repo / "reports/validation/summary.json").read_text())
     assert summary["success"] is False
-    assert (repo / "models/lightgbm.pkl").read_bytes() == model_before
+    assert (repo / "models/lightgbm.zip").read_bytes() == model_before
     assert (repo / "data/features/train.parquet").read_bytes() == features_before
 
 

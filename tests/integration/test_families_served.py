@@ -54,7 +54,7 @@ def stored(repo: Path, family: str) -> str:
     its home once per process); returns its tag."""
     code = (
         "from pipelines.io import model_files, registry; "
-        f"print(registry.save(model_files.load('models/{family}.pkl'), {{'purpose': 'test'}}))"
+        f"print(registry.save(model_files.load('models/{family}.zip'), {{'purpose': 'test'}}))"
     )
     out = run([sys.executable, "-c", code], repo, env={"BENTOML_HOME": str(repo / ".bentoml")})
     return out.stdout.strip().splitlines()[-1]
@@ -92,7 +92,7 @@ def test_every_family_as_champion_scores_online_what_it_scores_offline(
             answers += resp.json()
         history = pd.concat([history, batch], ignore_index=True)
         offline = build_features(history, spec).iloc[-len(batch) :]
-        model = model_files.load(str(family_repo / s.paths.models / f"{family}.pkl"))
+        model = model_files.load(str(family_repo / s.paths.models / f"{family}.zip"))
         assert model.family == family
         np.testing.assert_allclose(
             [a["probability"] for a in answers],

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from pipelines.config import load_settings
-from pipelines.io import model_files, registry
+from pipelines.io import model_files, registry, storage
 from pipelines.io.prediction_log import read_log
-from tests.conftest import run
+from tests.conftest import eventually, run
 from tests.integration.conftest import Service, start_service
 from tests.integration.test_service import record
 
@@ -98,7 +98,7 @@ def test_promotion_under_load_switches_version_without_a_failed_request(
     assert before is not None
     s = load_settings(served_repo / "params.yaml")
     challenger = registry.save(
-        model_files.load(str(served_repo / s.paths.models / "logistic.pkl")),
+        model_files.load(str(served_repo / s.paths.models / "logistic.zip")),
         {"purpose": "promotion-under-load test"},
     )
     service = start_service(served_repo)
@@ -120,6 +120,23 @@ def test_promotion_under_load_switches_version_without_a_failed_request(
         assert set(versions[switched + 20 :]) == {challenger}  # no flapping back after the switch
         metrics = httpx.get(f"{service.url}/metrics").text
         assert f'fraud_model_info{{model_version="{challenger}"}} 1.0' in metrics
+
+        # A pointer naming a version whose artifact was edited after saving (a bad sync, a
+        # tampered store): the service refuses it by its digest and keeps serving the champion.
+        edited = model_files.load(str(served_repo / s.paths.models / "logistic.zip"))
+        edited.info = {**edited.info, "purpose": "tampered-artifact test"}
+        broken = registry.save(edited, {"purpose": "tampered-artifact test"})
+        name, version = broken.split(":")
+        artifact = served_repo / ".bentoml" / "models" / name / version / registry.ARTIFACT
+        artifact.write_bytes(artifact.read_bytes()[:-50])
+        pointer = {**(registry.champion() or {}), "tag": broken}
+        storage.write_json(str(registry.champion_file()), pointer)
+        with Load(service, threads=4) as load:
+            eventually(lambda: f"cannot load model {broken}" in service.log.read_text(), 30)
+            time.sleep(0.5)
+        assert not load.failed and load.ok, load.failed[:5]
+        assert {v for _, _, v in load.ok} == {challenger}
+        assert "does not match the SHA-256" in service.log.read_text()
     finally:
         service.stop()
         registry.promote(before, "test: restore the champion")

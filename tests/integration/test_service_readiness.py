@@ -123,7 +123,7 @@ def test_replicas_follow_the_champion_in_the_model_store_remote(
                 "python",
                 "-c",
                 "from pipelines.io import model_files, registry; print(registry.save("
-                f"model_files.load({str(served_repo / s.paths.models / 'logistic.pkl')!r}), {{}}))",
+                f"model_files.load({str(served_repo / s.paths.models / 'logistic.zip')!r}), {{}}))",
             ],
             served_repo,
             env=where,

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_settings
+from pipelines.core import artifact
 from pipelines.core.dataset import join_labels
 from pipelines.core.families import FAMILIES
 from pipelines.core.features import FeatureSpec, build_features
@@ -72,8 +73,8 @@ def test_every_family_fits_serves_round_trips_and_ranks_features(
     np.testing.assert_allclose(online, offline, rtol=0, atol=1e-12)
     assert unknown[:5, spec.categorical.index("merchant_category")].all()
     # The file round trip changes nothing, nor does the serving copy's single thread.
-    model_files.save(model, str(tmp_path / "m.pkl"))
-    loaded = model_files.load(str(tmp_path / "m.pkl"))
+    model_files.save(model, str(tmp_path / "m.zip"))
+    loaded = model_files.load(str(tmp_path / "m.zip"))
     # (atol: a forest predicts in parallel threads, which sum in any order)
     np.testing.assert_allclose(loaded.predict_proba(probe), offline, rtol=0, atol=1e-12)
     served = loaded.serving_copy()
@@ -162,8 +163,8 @@ def test_models_saved_before_families_were_classes_keep_loading(tmp_path: Path) 
     state.pop("_level_codes", None)
     lgbm_old = TabularModel.__new__(TabularModel)
     lgbm_old.__dict__.update(state)
-    (tmp_path / "lgbm.pkl").write_bytes(pickle.dumps(lgbm_old, protocol=5))
-    loaded = model_files.load(str(tmp_path / "lgbm.pkl"))
+    old = pickle.dumps(lgbm_old, protocol=5)
+    loaded = artifact.unpack(old, "lgbm.pkl", allow_pickle=True)  # the registry, digest checked
     np.testing.assert_allclose(
         loaded.predict_proba(probe),
         booster.predict_proba(model.prepare(probe))[:, 1],
@@ -182,12 +183,14 @@ def test_models_saved_before_families_were_classes_keep_loading(tmp_path: Path) 
     for c in spec.categorical:
         objects[c] = objects[c].astype(object).where(objects[c].notna(), "__missing__")
     pipeline.fit(objects, y)
-    (tmp_path / "logistic.pkl").write_bytes(
-        legacy(model, _ObjectCategoricals(pipeline, spec.categorical))
-    )
-    loaded = model_files.load(str(tmp_path / "logistic.pkl"))
+    old = legacy(model, _ObjectCategoricals(pipeline, spec.categorical))
+    loaded = artifact.unpack(old, "logistic.pkl", allow_pickle=True)
     expected = _ObjectCategoricals(pipeline, spec.categorical).predict_proba(model.prepare(probe))
     np.testing.assert_allclose(loaded.predict_proba(probe), expected[:, 1], rtol=0, atol=1e-12)
+    # A pickle not verified against a recorded digest is never unpickled.
+    (tmp_path / "logistic.pkl").write_bytes(old)
+    with pytest.raises(ValueError, match="logistic.pkl is a pickled model.*dvc repro train"):
+        model_files.load(str(tmp_path / "logistic.pkl"))
 
 
 def test_choose_takes_the_best_score_or_the_forced_one() -> None:

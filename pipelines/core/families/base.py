@@ -56,6 +56,21 @@ class Family(ABC):
         """A non-negative weight per column of the matrix (columns,): how much the model used it
         (the family's own measure; normalised by the caller)."""
 
+    @abstractmethod
+    def files(self) -> dict[str, bytes]:
+        """The fitted model in its framework's own format, not pickle: file name → content. The
+        same fitted model gives the same bytes."""
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able settings `restore` needs besides `files` (default: none)."""
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def restore(cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]) -> Family:
+        """The model that `files` and `state` (from `files()` and `state()`) describe, for the
+        matrix `columns`. Raises ValueError naming a file that cannot be read or is not trusted."""
+
     def single_threaded(self) -> Family:
         """This model for serving: predictions on one thread, set up once (a small batch loses
         more to starting threads than it gains, and the service needs its other core for HTTP).

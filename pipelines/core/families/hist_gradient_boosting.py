@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import HistGradientBoostingParams
+from pipelines.core.families import portable
 from pipelines.core.families.base import Columns, Family
 
 
@@ -60,6 +61,15 @@ class HistGradientBoosting(Family):
             with _openmp().limit(limits=threads, user_api="openmp"):
                 return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+
+    def files(self) -> dict[str, bytes]:
+        return {portable.SKOPS_FILE: portable.dumps(self.estimator)}
+
+    @classmethod
+    def restore(
+        cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]
+    ) -> HistGradientBoosting:
+        return cls(portable.loads(files[portable.SKOPS_FILE], portable.SKOPS_FILE))
 
     def importance(self) -> np.ndarray:
         """How often each column splits a tree (the estimator has no gain importance)."""

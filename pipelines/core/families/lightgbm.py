@@ -45,16 +45,36 @@ class LightGBM(Family):
         )
         return cls(est)
 
+    @property
+    def booster(self) -> Any:
+        """The `lightgbm.Booster` (a fitted model holds the classifier, a restored one the
+        booster)."""
+        return getattr(self.estimator, "booster_", self.estimator)
+
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         # The booster ignores the wrapper's n_jobs: without num_threads it uses training's, and a
         # small batch loses more to OpenMP start-up than it gains.
         extra = {"num_threads": threads} if threads else {}
-        return np.asarray(self.estimator.booster_.predict(X, **extra), dtype=np.float64)
+        return np.asarray(self.booster.predict(X, **extra), dtype=np.float64)
 
     def importance(self) -> np.ndarray:
-        return np.asarray(
-            self.estimator.booster_.feature_importance(importance_type="gain"), dtype=np.float64
-        )
+        return np.asarray(self.booster.feature_importance(importance_type="gain"), dtype=np.float64)
+
+    def files(self) -> dict[str, bytes]:
+        """LightGBM's text model (thresholds written exactly, so predictions round-trip)."""
+        return {MODEL_FILE: self.booster.model_to_string().encode()}
+
+    @classmethod
+    def restore(cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]) -> LightGBM:
+        import lightgbm as lgb
+
+        try:
+            return cls(lgb.Booster(model_str=files[MODEL_FILE].decode()))
+        except (KeyError, UnicodeDecodeError, lgb.basic.LightGBMError) as err:
+            raise ValueError(f"{MODEL_FILE} is not a readable LightGBM model: {err}") from None
+
+
+MODEL_FILE = "lightgbm.txt"
 
 
 def _safe(name: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import LogisticParams
+from pipelines.core.families import portable
 from pipelines.core.families.base import Columns, Family
 
 
@@ -56,6 +57,15 @@ class Logistic(Family):
 
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+
+    def files(self) -> dict[str, bytes]:
+        return {portable.SKOPS_FILE: portable.dumps(self.estimator)}
+
+    @classmethod
+    def restore(cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]) -> Logistic:
+        return cls(
+            portable.loads(files[portable.SKOPS_FILE], portable.SKOPS_FILE), len(columns.names)
+        )
 
     def importance(self) -> np.ndarray:
         """|coefficient| mass of each input column (its missing indicator and levels summed)."""

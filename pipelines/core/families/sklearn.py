@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import SklearnParams
+from pipelines.core.families import portable
 from pipelines.core.families.base import Columns, Family
 
 
@@ -72,6 +73,23 @@ class SklearnEstimator(Family):
         copy = deepcopy(self.estimator)
         copy.set_params(**dict.fromkeys(jobs, 1))
         return SklearnEstimator(copy, self.columns, self.input)
+
+    def files(self) -> dict[str, bytes]:
+        return {portable.SKOPS_FILE: portable.dumps(self.estimator)}
+
+    def state(self) -> dict[str, Any]:
+        """The input form, and the modules of a team's own types the file holds (trusted on
+        load because this side saved them)."""
+        data = portable.dumps(self.estimator)
+        return {"input": self.input, "trusted_modules": portable.foreign_modules(data)}
+
+    @classmethod
+    def restore(
+        cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]
+    ) -> SklearnEstimator:
+        trusted = tuple(state.get("trusted_modules", ()))
+        estimator = portable.loads(files[portable.SKOPS_FILE], portable.SKOPS_FILE, trusted)
+        return cls(estimator, columns, state["input"])
 
     def importance(self) -> np.ndarray:
         """The estimator's `feature_importances_` or |coef_| (its last step's, for a pipeline)

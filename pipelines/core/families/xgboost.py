@@ -39,18 +39,43 @@ class XGBoost(Family):
         est.fit(X, y)
         return cls(est)
 
+    @property
+    def booster(self) -> Any:
+        """The `xgboost.Booster` (a fitted model holds the classifier, a restored one the
+        booster)."""
+        get = getattr(self.estimator, "get_booster", None)
+        return get() if get else self.estimator
+
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         """(Threads are the booster's own `nthread`, set once by `single_threaded`: setting it
         per call costs more than a small batch's prediction.)"""
-        booster = self.estimator.get_booster()
-        return np.asarray(booster.inplace_predict(X, predict_type="value"), dtype=np.float64)
+        return np.asarray(self.booster.inplace_predict(X, predict_type="value"), dtype=np.float64)
 
     def single_threaded(self) -> XGBoost:
         copy = XGBoost(deepcopy(self.estimator))
-        copy.estimator.get_booster().set_param({"nthread": 1})
+        copy.booster.set_param({"nthread": 1})
         return copy
 
     def importance(self) -> np.ndarray:
-        gain = self.estimator.get_booster().get_score(importance_type="total_gain")
-        n = self.estimator.n_features_in_
+        gain = self.booster.get_score(importance_type="total_gain")
+        n = self.booster.num_features()
         return np.array([gain.get(f"f{i}", 0.0) for i in range(n)], dtype=np.float64)
+
+    def files(self) -> dict[str, bytes]:
+        """XGBoost's Universal Binary JSON model (its own format; trees, categories and
+        feature types included)."""
+        return {MODEL_FILE: bytes(self.booster.save_raw(raw_format="ubj"))}
+
+    @classmethod
+    def restore(cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]) -> XGBoost:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        try:
+            booster.load_model(bytearray(files[MODEL_FILE]))
+        except (KeyError, xgb.core.XGBoostError) as err:
+            raise ValueError(f"{MODEL_FILE} is not a readable XGBoost model: {err}") from None
+        return cls(booster)
+
+
+MODEL_FILE = "xgboost.ubj"
