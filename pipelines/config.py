@@ -13,6 +13,7 @@ import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 import yaml
 from pydantic import (
     BaseModel,
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    SerializeAsAny,
     ValidationError,
     WithJsonSchema,
     model_validator,
@@ -134,6 +136,11 @@ class Paths(_Frozen):
     models: Location = "models"
     metrics: Location = "metrics"
     plots: Location = "plots"
+    tuning: Location = Field(
+        "tuning",
+        description="The tune stage's output: the best parameters, the Optuna study (SQLite, kept "
+        "between runs so a larger budget resumes it) and its HTML plots. A local directory.",
+    )
     package: Location = Field(
         "reports/package.json", description="What the package stage produced (tags)."
     )
@@ -366,7 +373,52 @@ class SklearnParams(_Frozen):
 
 
 # The model families (pipelines/core/families/): a tag here, a params section in Train, a class.
-Family = Literal["lightgbm", "logistic", "hist_gradient_boosting", "xgboost", "sklearn"]
+Family = Literal["lightgbm", "logistic", "hist_gradient_boosting", "xgboost", "sklearn", "blend"]
+Member = Literal["lightgbm", "logistic", "hist_gradient_boosting", "xgboost", "sklearn"]
+
+
+class BlendParams(_Frozen):
+    """An ensemble of other families, itself a candidate (core/families/blend.py)."""
+
+    members: tuple[Member, ...] = Field(
+        ("lightgbm", "logistic"),
+        min_length=2,
+        description="The families it combines, each with its own params section.",
+    )
+    method: Literal["mean", "stack"] = Field(
+        "stack",
+        description="mean: the average of the members' probabilities (`weights`); stack: a "
+        "logistic regression on the members' log-odds, fitted on the newest `holdout` share of "
+        "the fitting rows while the members are fitted on the rest, then the members refitted on "
+        "all of them.",
+    )
+    weights: tuple[float, ...] | None = Field(
+        None, description="mean: one non-negative weight per member; null: equal."
+    )
+    holdout: float = Field(
+        0.2, gt=0, lt=1, description="stack: the newest share the stacker learns on."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BlendParams:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"train.blend.members lists a family twice: {list(self.members)}")
+        if self.weights is not None and (
+            len(self.weights) != len(self.members) or min(self.weights) < 0 or not sum(self.weights)
+        ):
+            raise ValueError(
+                "train.blend.weights needs one non-negative weight per member, not all zero"
+            )
+        return self
+
+
+class ResolvedBlend(_Frozen):
+    """`BlendParams` with each member's params section: what the blend family is fitted with."""
+
+    method: Literal["mean", "stack"]
+    weights: tuple[float, ...] | None
+    holdout: float
+    members: dict[str, SerializeAsAny[BaseModel]]
 
 
 class Train(_Frozen):
@@ -395,6 +447,7 @@ class Train(_Frozen):
     hist_gradient_boosting: HistGradientBoostingParams = HistGradientBoostingParams()
     xgboost: XGBoostParams = XGBoostParams()
     sklearn: SklearnParams = SklearnParams()
+    blend: BlendParams = BlendParams()
 
     @model_validator(mode="after")
     def _model_is_a_candidate(self) -> Train:
@@ -407,8 +460,52 @@ class Train(_Frozen):
         return self
 
     def params_of(self, family: str) -> BaseModel:
-        """The parameters section of `family`."""
+        """The parameters section of `family` (the blend's: with its members' sections)."""
+        if family == "blend":
+            b = self.blend
+            return ResolvedBlend(
+                method=b.method,
+                weights=b.weights,
+                holdout=b.holdout,
+                members={m: self.params_of(m) for m in b.members},
+            )
         return getattr(self, family)  # type: ignore[no-any-return]
+
+
+class Tune(_Frozen):
+    """Optuna's search over the candidates' parameters (stages/tune.py), on train's validation
+    span; train then fits the best parameters found."""
+
+    trials: int = Field(
+        0,
+        ge=0,
+        description="Trials per family (the params as written are the first); 0: no search, train "
+        "uses the params as written.",
+    )
+    timeout: SpanOfTime | None = Field(
+        None,
+        description="Stop each family's search after this long ('20 minutes'); null: only "
+        "`trials` bounds it. With a timeout the trial count depends on the machine's speed, so a "
+        "rerun may find other parameters.",
+    )
+    families: tuple[Family, ...] | None = Field(
+        None, description="The candidates to tune; null: every candidate with a search space."
+    )
+    prune_at: float | None = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="A trial is first fitted on this newest share of the fitting rows and stopped "
+        "there if its score is below the median of earlier trials at that step (Optuna's "
+        "MedianPruner); null: no pruning.",
+    )
+
+    def timeout_seconds(self) -> float | None:
+        """`timeout` in seconds (None: none)."""
+        if self.timeout is None:
+            return None
+        now = pd.Timestamp("2000-01-01")
+        return float((now - self.timeout.before(now)).total_seconds())
 
 
 class Evaluate(_Frozen):
@@ -650,6 +747,7 @@ class Settings(_Frozen):
     features: Features = Features()
     split: Split = Split()
     train: Train = Train()
+    tune: Tune = Tune()
     evaluate: Evaluate = Evaluate()
     serving: Serving = Serving()
     deploy: Deploy = Deploy()

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import Contract, Ingest
+from pipelines.core.span import Span
 
 
 def resolve_window(
@@ -155,3 +156,22 @@ def content_hash(df: pd.DataFrame) -> str:
         rows = pd.util.hash_pandas_object(df.astype(str), index=False)
     head = "\x1f".join(f"{c}:{t}" for c, t in df.dtypes.astype(str).items()).encode()
     return hashlib.sha256(head + rows.to_numpy().tobytes()).hexdigest()
+
+
+def validation_split(
+    data: pd.DataFrame, timestamp: str, validation: Span
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """The training table's rows before and from the start of its last `validation` span, and
+    that start: what train chooses candidates on and tune searches on (never the test period,
+    which is not in this table).
+
+    Raises ValueError naming `train.validation` when either side is empty."""
+    ts = data[timestamp]
+    cut = validation.before(ts.max())
+    early, late = data[(ts < cut).to_numpy()], data[(ts >= cut).to_numpy()]
+    if early.empty or late.empty:
+        raise ValueError(
+            f"train.validation ({validation}) before the newest training row leaves "
+            f"{len(early)} rows to fit and {len(late)} to validate: shorten or lengthen it"
+        )
+    return early, late, cut

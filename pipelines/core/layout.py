@@ -60,6 +60,33 @@ class Layout:
         return join(self.settings.paths.models, f"{family}.zip")
 
     @property
+    def tuned(self) -> str:
+        """tune: the best parameters found per family, overrides of params' sections (JSON;
+        `{}` when tune.trials is 0)."""
+        return join(self.settings.paths.tuning, "params.json")
+
+    @property
+    def study(self) -> str:
+        """tune: the Optuna study, one per family and data/search fingerprint (SQLite file)."""
+        return join(self.settings.paths.tuning, "study.db")
+
+    def tuning_plot(self, family: str, name: str) -> str:
+        """tune: one family's Optuna plot (`history`, `importance`; self-contained HTML)."""
+        return join(self.settings.paths.tuning, f"{family}-{name}.html")
+
+    @property
+    def tuning_script(self) -> str:
+        """tune: plotly's script, which the HTML plots load from beside them (plotly's
+        `include_plotlyjs="directory"` name; no CDN)."""
+        return join(self.settings.paths.tuning, "plotly.min.js")
+
+    @property
+    def tuning_metrics(self) -> str:
+        """tune: per family, the params-as-written and best validation scores, the gain, the
+        trials run and pruned, and the seconds it took (DVC metrics)."""
+        return join(self.settings.paths.metrics, "tuning.json")
+
+    @property
     def selection(self) -> str:
         """train: each candidate's validation score and the one chosen to package (JSON)."""
         return join(self.settings.paths.models, "selection.json")

@@ -4,17 +4,22 @@ inputs give the same bytes.
 Each candidate in `train.candidates` is fitted on the training rows before `train.validation`
 and scored (`train.metric`) on that last span: the test period is never seen, it stays for
 evaluate and the champion/challenger gate. The best (or `train.model`, when set) is the one to
-package. Then every candidate is refitted on the whole training window, so the packaged model has
+package. With tune.trials above 0, each family's parameters are the tune stage's best (`Layout.tuned`)
+over its params section. Then every candidate is refitted on the whole training window, so the packaged model has
 seen the newest rows and evaluate compares the candidates as they would ship.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
-from pipelines.config import Settings
+from pipelines.config import ResolvedBlend, Settings
 from pipelines.core import metrics
+from pipelines.core.dataset import validation_split
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
 from pipelines.core.model import TabularModel, fit
@@ -35,6 +40,43 @@ def choose(scores: dict[str, float], forced: str | None) -> str:
     return max(ranked)[2]
 
 
+def tuned_overrides(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The tune stage's best parameters per family (`Layout.tuned`); none when tune.trials is 0.
+    Raises FileNotFoundError naming the file when tuning is on and it has not run."""
+    if settings.tune.trials == 0:
+        return {}
+    path = Layout(settings).tuned
+    try:
+        return storage.read_json(path)  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"tune.trials is {settings.tune.trials} but {path} does not exist: run the tune stage "
+            "first (dvc repro runs it)"
+        ) from None
+
+
+def tuned_params(settings: Settings, overrides: dict[str, dict[str, Any]]) -> dict[str, BaseModel]:
+    """Each candidate's parameters: its params section, with tune's best values (`overrides`,
+    per family) over it; a blend's members get theirs too. Raises ValueError naming the family
+    when a tuned value does not fit its section."""
+    t = settings.train
+
+    def tuned(family: str) -> BaseModel:
+        base = t.params_of(family)
+        if isinstance(base, ResolvedBlend):
+            return base.model_copy(update={"members": {m: tuned(m) for m in base.members}})
+        if family not in overrides:
+            return base
+        try:
+            return type(base).model_validate({**base.model_dump(), **overrides[family]})
+        except ValidationError as err:
+            raise ValueError(
+                f"tuned parameters of {family} do not fit train.{family}: {err}"
+            ) from None
+
+    return {family: tuned(family) for family in t.candidates}
+
+
 def run(settings: Settings) -> dict[str, TabularModel]:
     """Fit, score and refit every candidate; write each to `Layout.model(family)` and the choice
     to `Layout.selection`.
@@ -46,18 +88,14 @@ def run(settings: Settings) -> dict[str, TabularModel]:
     c = settings.contract
     data = storage.read_parquet(layout.train_table)
     ts = data[c.timestamp]
-    cut = t.validation.before(ts.max())
-    early, late = data[(ts < cut).to_numpy()], data[(ts >= cut).to_numpy()]
-    if early.empty or late.empty:
-        raise ValueError(
-            f"train.validation ({t.validation}) before the newest training row leaves "
-            f"{len(early)} rows to fit and {len(late)} to validate: shorten or lengthen it"
-        )
+    early, late, cut = validation_split(data, c.timestamp, t.validation)
+    overrides = tuned_overrides(settings)
+    params = tuned_params(settings, overrides)
     y_late = late[c.target].to_numpy(dtype=np.int64)
     scores: dict[str, float] = {}
     for family in t.candidates:
         model = fit(
-            family, early[spec.names], early[c.target].to_numpy(), spec, t.params_of(family), t.seed
+            family, early[spec.names], early[c.target].to_numpy(), spec, params[family], t.seed
         )
         p = model.predict_proba(late[spec.names])
         summary = metrics.summary(y_late, p, settings.evaluate.alert_rate)
@@ -68,11 +106,11 @@ def run(settings: Settings) -> dict[str, TabularModel]:
     X, y = data[spec.names], data[c.target].to_numpy()
     models: dict[str, TabularModel] = {}
     for family in t.candidates:
-        params = t.params_of(family)
-        model = fit(family, X, y, spec, params, t.seed)
+        model = fit(family, X, y, spec, params[family], t.seed)
         model.info = {
             "family": family,
-            "params": params.model_dump(),
+            "params": params[family].model_dump(),
+            "tuned": overrides.get(family),
             "train_rows": len(data),
             "positives": int(y.sum()),
             "train_end": str(pd.Timestamp(ts.max())),

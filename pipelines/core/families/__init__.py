@@ -5,6 +5,7 @@ line here."""
 from __future__ import annotations
 
 from pipelines.core.families.base import Columns, Family
+from pipelines.core.families.blend import Blend
 from pipelines.core.families.hist_gradient_boosting import HistGradientBoosting
 from pipelines.core.families.lightgbm import LightGBM
 from pipelines.core.families.logistic import Logistic
@@ -12,7 +13,7 @@ from pipelines.core.families.sklearn import SklearnEstimator
 from pipelines.core.families.xgboost import XGBoost
 
 FAMILIES: dict[str, type[Family]] = {
-    f.tag: f for f in (LightGBM, Logistic, HistGradientBoosting, XGBoost, SklearnEstimator)
+    f.tag: f for f in (LightGBM, Logistic, HistGradientBoosting, XGBoost, SklearnEstimator, Blend)
 }
 
 __all__ = ["FAMILIES", "Columns", "Family"]

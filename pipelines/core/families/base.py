@@ -71,6 +71,12 @@ class Family(ABC):
         """The model that `files` and `state` (from `files()` and `state()`) describe, for the
         matrix `columns`. Raises ValueError naming a file that cannot be read or is not trusted."""
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any] | None:
+        """Parameters to try, drawn from an Optuna `trial` (`trial.suggest_*`), as overrides of
+        the family's params section; None: the family is not tunable (the default)."""
+        return None
+
     def single_threaded(self) -> Family:
         """This model for serving: predictions on one thread, set up once (a small batch loses
         more to starting threads than it gains, and the service needs its other core for HTTP).

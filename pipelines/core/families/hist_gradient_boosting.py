@@ -54,6 +54,17 @@ class HistGradientBoosting(Family):
         est.fit(X, y)
         return cls(est)
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Leaves and minimum leaf size for capacity, L2 for variance, learning rate on a log
+        scale; the number of iterations stays the params'."""
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 256, log=True),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 400, log=True),
+            "l2_regularization": trial.suggest_float("l2_regularization", 1e-3, 30.0, log=True),
+        }
+
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         if threads:
             # One controller for the process: building one scans every loaded library (~ms);

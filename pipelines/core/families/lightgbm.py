@@ -45,6 +45,20 @@ class LightGBM(Family):
         )
         return cls(est)
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Ranges around LightGBM's parameter-tuning guide (leaves and minimum leaf size for
+        capacity, sampling and L2 for variance), learning rate on a log scale; the number of
+        trees stays the params'."""
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 8, 256, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 5, 400, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+        }
+
     @property
     def booster(self) -> Any:
         """The `lightgbm.Booster` (a fitted model holds the classifier, a restored one the

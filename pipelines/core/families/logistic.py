@@ -51,6 +51,11 @@ class Logistic(Family):
         est.fit(X, y)
         return cls(est, len(columns.names))
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """The inverse regularisation strength, on a log scale."""
+        return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True)}
+
     def __init__(self, estimator: Any, n_columns: int) -> None:
         super().__init__(estimator)
         self.n_columns = n_columns

@@ -39,6 +39,19 @@ class XGBoost(Family):
         est.fit(X, y)
         return cls(est)
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Depth and minimum child weight for capacity, sampling and L2 for variance, learning
+        rate on a log scale; the number of trees stays the params'."""
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "max_depth": trial.suggest_int("max_depth", 3, 10),
+            "min_child_weight": trial.suggest_float("min_child_weight", 0.1, 50.0, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+        }
+
     @property
     def booster(self) -> Any:
         """The `xgboost.Booster` (a fitted model holds the classifier, a restored one the

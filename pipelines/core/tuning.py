@@ -1,0 +1,173 @@
+"""Hyperparameter search for one family: Optuna's seeded TPE sampler over the family's search
+space (`Family.search_space`), each trial fitted on the rows before train's validation span and
+scored on that span (the test period is not in the data it is given).
+
+- **Reproducible.** The sampler is seeded and trials run one at a time, and every fit is seeded:
+  the same data, params and seed give the same trials and the same best parameters.
+- **Params as written first.** The family's params are enqueued as trial 0, so "best" can only
+  match or beat them, and the gain is measured against them on the same split.
+- **Pruning.** With `prune_at`, a trial is first fitted on the newest `prune_at` share of the
+  fitting rows and reported as step 0; Optuna's MedianPruner (Akiba et al. 2019, "Optuna",
+  KDD; stop a trial whose intermediate value is worse than the median of earlier trials at the
+  same step) stops the unpromising ones there, before their full fit.
+- **Resumable.** The study lives in whatever Optuna storage the caller gives (the stage: a
+  SQLite file); an existing study of the same name is continued up to `trials`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from pipelines.core import metrics
+from pipelines.core.families import FAMILIES, Family
+from pipelines.core.features import FeatureSpec
+from pipelines.core.model import fit
+
+STARTUP_TRIALS = 5  # trials the pruner lets finish before it compares (Optuna's default)
+
+
+@dataclass(frozen=True)
+class Split:
+    """The rows a search fits on and scores on (both from the training window only)."""
+
+    fit_X: pd.DataFrame
+    fit_y: np.ndarray
+    score_X: pd.DataFrame
+    score_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One family's search: the best overrides, the params-as-written and best scores, what ran."""
+
+    family: str
+    best: dict[str, Any]
+    default_score: float
+    best_score: float
+    trials: int
+    pruned: int
+    seconds: float
+
+    def summary(self, metric: str) -> dict[str, Any]:
+        """JSON-able figures for the DVC metrics file."""
+        return {
+            f"default_{metric}": self.default_score,
+            f"best_{metric}": self.best_score,
+            "gain": self.best_score - self.default_score,
+            "trials": self.trials,
+            "pruned": self.pruned,
+            "seconds": round(self.seconds, 1),
+            "best": self.best,
+        }
+
+
+def tunable(family: str) -> bool:
+    """Whether `family` has a search space."""
+    return FAMILIES[family].search_space.__func__ is not Family.search_space.__func__  # type: ignore[attr-defined]
+
+
+def objective(
+    family: str,
+    split: Split,
+    spec: FeatureSpec,
+    base: BaseModel,
+    seed: int,
+    metric: str,
+    alert_rate: float,
+    prune_at: float | None,
+) -> Callable[[Any], float]:
+    """The function Optuna maximises: `metric` on the score rows of `family` fitted with `base`
+    overridden by the trial's draw. Raises optuna.TrialPruned when the pruner stops a trial."""
+    import optuna
+
+    space = FAMILIES[family].search_space
+
+    def score(X: pd.DataFrame, y: np.ndarray, params: BaseModel) -> float:
+        model = fit(family, X, y, spec, params, seed)
+        p = model.predict_proba(split.score_X)
+        return float(metrics.summary(split.score_y, p, alert_rate).get(metric, np.nan))
+
+    def run(trial: Any) -> float:
+        draw = space(trial) or {}
+        params = type(base).model_validate({**base.model_dump(), **draw})
+        if prune_at is not None:
+            newest = int(len(split.fit_X) * (1 - prune_at))
+            early = score(split.fit_X.iloc[newest:], split.fit_y[newest:], params)
+            trial.report(early, step=0)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return score(split.fit_X, split.fit_y, params)
+
+    return run
+
+
+def search(
+    family: str,
+    split: Split,
+    spec: FeatureSpec,
+    base: BaseModel,
+    *,
+    seed: int,
+    metric: str,
+    alert_rate: float,
+    prune_at: float | None,
+    trials: int,
+    timeout: float | None,
+    storage: str | None,
+    study_name: str,
+) -> tuple[Outcome, Any]:
+    """Run (or continue) the study `study_name` in Optuna `storage` (None: in memory) up to
+    `trials` finished trials or `timeout` seconds; returns the outcome and the study (for plots).
+
+    The fitting rows must be in time order (the pruning step takes the newest share). Raises
+    ValueError when `family` has no search space or no trial could be scored."""
+    import optuna
+
+    if not tunable(family):
+        raise ValueError(f"model family {family!r} has no search space to tune")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS)
+        if prune_at is not None
+        else optuna.pruners.NopPruner(),
+    )
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = [t for t in study.trials if t.state in finished]
+    if not study.trials:  # a new study: the params as written are trial 0 (unused keys ignored)
+        study.enqueue_trial(base.model_dump())
+    started = time.monotonic()
+    remaining = trials - len(done)
+    if remaining > 0:
+        study.optimize(
+            objective(family, split, spec, base, seed, metric, alert_rate, prune_at),
+            n_trials=remaining,
+            timeout=timeout,
+        )
+    seconds = time.monotonic() - started
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise ValueError(f"no {family} trial could be scored on the validation span")
+    first = min(complete, key=lambda t: t.number)
+    best = study.best_trial
+    outcome = Outcome(
+        family=family,
+        best=dict(best.params),
+        default_score=float(first.value),  # type: ignore[arg-type]
+        best_score=float(best.value),  # type: ignore[arg-type]
+        trials=len([t for t in study.trials if t.state in finished]),
+        pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        seconds=seconds,
+    )
+    return outcome, study
