@@ -42,6 +42,8 @@ def test_dvc_yaml_names_the_files_the_code_writes_and_reads() -> None:
         layout.evaluation,
         layout.slices,
         layout.package,
+        layout.tuned,
+        layout.tuning_metrics,
     ):
         assert name in declared, name
     # Directories DVC tracks whole hold the rest.
@@ -49,6 +51,9 @@ def test_dvc_yaml_names_the_files_the_code_writes_and_reads() -> None:
         (layout.raw_table, "data/raw"),
         (layout.model("lightgbm"), "models"),
         (layout.plot("lightgbm", "roc"), "plots"),
+        (layout.study, "tuning"),
+        (layout.tuning_plot("lightgbm", "history"), "tuning"),
+        (layout.tuning_script, "tuning"),
     ):
         assert name.startswith(directory + "/") and directory in declared, name
     # A directory per plot: every candidate's file is in it, and dvc.yaml names no family.
