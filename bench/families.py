@@ -135,15 +135,11 @@ def main() -> None:
         for family in args.tune_families:
             split = tuning.Split(X[fit_rows], y[fit_rows], X[val_rows], y[val_rows])
             base = s.train.params_of(family)
+            problem = tuning.Problem(
+                family, split, spec, base, s.train.seed, "roc_auc", a, s.tune.prune_at
+            )
             outcome, _ = tuning.search(
-                family,
-                split,
-                spec,
-                base,
-                seed=s.train.seed,
-                metric="roc_auc",
-                alert_rate=a,
-                prune_at=s.tune.prune_at,
+                problem,
                 trials=args.tune,
                 timeout=None,
                 storage=None,

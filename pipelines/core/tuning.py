@@ -73,32 +73,41 @@ def tunable(family: str) -> bool:
     return FAMILIES[family].search_space.__func__ is not Family.search_space.__func__  # type: ignore[attr-defined]
 
 
-def objective(
-    family: str,
-    split: Split,
-    spec: FeatureSpec,
-    base: BaseModel,
-    seed: int,
-    metric: str,
-    alert_rate: float,
-    prune_at: float | None,
-) -> Callable[[Any], float]:
-    """The function Optuna maximises: `metric` on the score rows of `family` fitted with `base`
-    overridden by the trial's draw. Raises optuna.TrialPruned when the pruner stops a trial."""
+@dataclass(frozen=True)
+class Problem:
+    """What one family's search optimises: `metric` (at `alert_rate` where it needs one) on the
+    split's score rows of `family` fitted with `base` overridden by a trial's draw, seeded;
+    `prune_at`: the newest share of the fitting rows a trial is first fitted on (None: no
+    pruning)."""
+
+    family: str
+    split: Split
+    spec: FeatureSpec
+    base: BaseModel
+    seed: int
+    metric: str
+    alert_rate: float
+    prune_at: float | None
+
+
+def objective(problem: Problem) -> Callable[[Any], float]:
+    """The function Optuna maximises for `problem`. Raises optuna.TrialPruned when the pruner
+    stops a trial."""
     import optuna
 
-    space = FAMILIES[family].search_space
+    p, split = problem, problem.split
+    space = FAMILIES[p.family].search_space
 
     def score(X: pd.DataFrame, y: np.ndarray, params: BaseModel) -> float:
-        model = fit(family, X, y, spec, params, seed)
-        p = model.predict_proba(split.score_X)
-        return float(metrics.summary(split.score_y, p, alert_rate).get(metric, np.nan))
+        model = fit(p.family, X, y, p.spec, params, p.seed)
+        predicted = model.predict_proba(split.score_X)
+        return float(metrics.summary(split.score_y, predicted, p.alert_rate).get(p.metric, np.nan))
 
     def run(trial: Any) -> float:
         draw = space(trial) or {}
-        params = type(base).model_validate({**base.model_dump(), **draw})
-        if prune_at is not None:
-            newest = int(len(split.fit_X) * (1 - prune_at))
+        params = type(p.base).model_validate({**p.base.model_dump(), **draw})
+        if p.prune_at is not None:
+            newest = int(len(split.fit_X) * (1 - p.prune_at))
             early = score(split.fit_X.iloc[newest:], split.fit_y[newest:], params)
             trial.report(early, step=0)
             if trial.should_prune():
@@ -109,15 +118,8 @@ def objective(
 
 
 def search(
-    family: str,
-    split: Split,
-    spec: FeatureSpec,
-    base: BaseModel,
+    problem: Problem,
     *,
-    seed: int,
-    metric: str,
-    alert_rate: float,
-    prune_at: float | None,
     trials: int,
     timeout: float | None,
     storage: str | None,
@@ -127,9 +129,10 @@ def search(
     `trials` finished trials or `timeout` seconds; returns the outcome and the study (for plots).
 
     The fitting rows must be in time order (the pruning step takes the newest share). Raises
-    ValueError when `family` has no search space or no trial could be scored."""
+    ValueError when the family has no search space or no trial could be scored."""
     import optuna
 
+    family, base, seed = problem.family, problem.base, problem.seed
     if not tunable(family):
         raise ValueError(f"model family {family!r} has no search space to tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,7 +143,7 @@ def search(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS)
-        if prune_at is not None
+        if problem.prune_at is not None
         else optuna.pruners.NopPruner(),
     )
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -151,7 +154,7 @@ def search(
     remaining = trials - len(done)
     if remaining > 0:
         study.optimize(
-            objective(family, split, spec, base, seed, metric, alert_rate, prune_at),
+            objective(problem),
             n_trials=remaining,
             timeout=timeout,
         )

@@ -100,7 +100,7 @@ def run(settings: Settings) -> dict[str, Any]:
     best: dict[str, dict[str, Any]] = {}
     figures: dict[str, dict[str, Any]] = {}
     for family in chosen:
-        outcome, study = tuning.search(
+        problem = tuning.Problem(
             family,
             split,
             spec,
@@ -109,6 +109,9 @@ def run(settings: Settings) -> dict[str, Any]:
             metric=t.metric,
             alert_rate=settings.evaluate.alert_rate,
             prune_at=tune.prune_at,
+        )
+        outcome, study = tuning.search(
+            problem,
             trials=tune.trials,
             timeout=tune.timeout_seconds(),
             storage=f"sqlite:///{Path(layout.study).resolve()}",

@@ -50,19 +50,11 @@ def test_the_same_seed_gives_the_same_trials_and_the_best_never_loses_to_params_
     split = split_of(table, spec)
     runs = []
     for name in ("a", "b"):
+        problem = tuning.Problem(
+            "lightgbm", split, spec, settings.train.lightgbm, 7, "roc_auc", 0.01, 0.25
+        )
         outcome, study = tuning.search(
-            "lightgbm",
-            split,
-            spec,
-            settings.train.lightgbm,
-            seed=7,
-            metric="roc_auc",
-            alert_rate=0.01,
-            prune_at=0.25,
-            trials=7,
-            timeout=None,
-            storage=None,
-            study_name=name,
+            problem, trials=7, timeout=None, storage=None, study_name=name
         )
         runs.append((outcome, [(t.params, t.value, t.state) for t in study.trials]))
     (first, trials_a), (second, trials_b) = runs
