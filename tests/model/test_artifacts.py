@@ -6,6 +6,7 @@ and after a pull from a remote, and the champion stays what it was."""
 from __future__ import annotations
 
 import io
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -210,3 +211,44 @@ def test_a_tampered_archive_on_the_remote_is_refused_after_pull(world, tmp_path:
     archive.write_bytes(archive.read_bytes()[:-100])  # cut short: the archive itself unreadable
     pulled = in_store(tmp_path / "c", f"model_remote.pull({str(remote)!r})", check=False)
     assert f"remote archive {archive}" in pulled.stderr and "cannot be imported" in pulled.stderr
+
+
+def test_a_version_pickled_before_portable_archives_keeps_loading_once_its_digest_matches(
+    world, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """What a store written by the previous release holds: `model.pkl` with its SHA-256 label.
+    It loads (unpickled only after the digest matched); edited, or without a digest, it is
+    refused."""
+    model = small_model("lightgbm", world)
+    old = tmp_path / "old.pkl"
+    old.write_bytes(pickle.dumps(model, protocol=5))
+    probe = tmp_path / "probe.parquet"
+    probe_of(world[1]).to_parquet(probe)
+    home = tmp_path / "store"
+    code = f"""
+        import hashlib, bentoml, pandas as pd
+        data = open({str(old)!r}, "rb").read()
+
+        def legacy(digest):
+            labels = {{"family": "lightgbm"}} | ({{registry.DIGEST: digest}} if digest else {{}})
+            with bentoml.models.create(registry.MODEL_NAME, labels=labels) as ref:
+                open(ref.path_of(registry.LEGACY_ARTIFACT), "wb").write(data)
+            return str(ref.tag)
+
+        good = legacy(hashlib.sha256(data).hexdigest())
+        p = registry.load(good).predict_proba(pd.read_parquet({str(probe)!r}))
+        print(good, ",".join(f"{{x:.12f}}" for x in p[:20]))
+        for name, tag in (("edited", legacy("0" * 64)), ("unverified", legacy(None))):
+            try:
+                registry.load(tag)
+                print(name, "LOADED")
+            except ValueError as err:
+                print(name, "REFUSED", str(err).replace(" ", "_"))
+        """
+    lines = in_store(home, code).stdout.splitlines()
+    expected = model.predict_proba(probe_of(world[1]))[:20]
+    np.testing.assert_allclose(
+        [float(x) for x in lines[0].split()[1].split(",")], expected, atol=1e-11
+    )
+    assert lines[1].startswith("edited REFUSED") and "does_not_match_the_SHA-256" in lines[1]
+    assert lines[2].startswith("unverified REFUSED") and "no_SHA-256_was_recorded" in lines[2]
