@@ -70,8 +70,16 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.io import model_remote
+    from pipelines.io import model_remote, registry
 
+    if args.direction == "migrate":
+        converted = registry.migrate()
+        for old, new in converted.items():
+            print(f"registry migrate: {old} → {new}")
+        print(
+            f"registry migrate: {len(converted)} pickled version(s) converted; champion {registry.champion_tag()}"
+        )
+        return 0
     url = model_remote.url_of(args.remote, settings.paths.model_remote)
     synced = model_remote.push(url) if args.direction == "push" else model_remote.pull(url)
     print(synced.summary(args.direction, url))
@@ -174,7 +182,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "gate": ("champion/challenger gate on the packaged model; promotes only a winner", _gate),
     "bento": ("build the bento a deploy ships: it carries the champion", _bento),
     "registry": (
-        "push/pull model versions, bentos and the champion to/from paths.model_remote",
+        "push/pull model versions, bentos and the champion to/from paths.model_remote; migrate",
         _registry,
     ),
     "materialize": ("seed the online feature store from the raw snapshot", _materialize),
@@ -215,7 +223,11 @@ def parser() -> argparse.ArgumentParser:
                 "--challenger", help="model tag (default: the package stage's last model)"
             )
         if name == "registry":
-            sp.add_argument("direction", choices=["push", "pull"])
+            sp.add_argument(
+                "direction",
+                choices=["push", "pull", "migrate"],
+                help="migrate: convert versions pickled before portable archives, once",
+            )
             sp.add_argument(
                 "--remote", help="URL (default: $MODEL_REMOTE, else paths.model_remote)"
             )

@@ -371,6 +371,12 @@ class SklearnParams(_Frozen):
         "with its own encoders).",
     )
 
+    @property
+    def package(self) -> str:
+        """The top-level package of `estimator` (`team_models` for `team_models.cards:make`):
+        what a saved model of this family may hold types from."""
+        return self.estimator.replace(":", ".").split(".", 1)[0]
+
 
 # The model families (pipelines/core/families/): a tag here, a params section in Train, a class.
 Family = Literal["lightgbm", "logistic", "hist_gradient_boosting", "xgboost", "sklearn", "blend"]

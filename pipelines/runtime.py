@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from pipelines.config import DEFAULT_PARAMS, OVERRIDES_ENV, PARAMS_ENV, Settings, load_settings
+from pipelines.core.families import portable
 
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
@@ -52,6 +53,8 @@ def bootstrap(explicit: str | os.PathLike[str] | None = None) -> Settings:
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
     tools_first_on_path()
+    # A team's estimator package may be loaded from model files because params name it.
+    portable.trust([settings.train.sklearn.package])
     return settings
 
 

@@ -4,7 +4,8 @@
                       state, and the SHA-256 of every other member
     lightgbm.txt | xgboost.ubj | estimator.skops     the family's files (`Family.files`)
 
-Nothing in it is a pickle: loading runs no code from the file, a model outlives the module that
+Nothing in it is a pickle: loading builds only the framework's model and trusted types (see
+`families.portable`), a model outlives the module that
 trained it, and any tool that reads zip, JSON and the framework's format can inspect it. The
 bytes are stable (members in name order, fixed time), so the same model gives the same file.
 Every member is checked against the contract's hash before the family reads it, so a truncated
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import zipfile
 import zlib
 
@@ -28,6 +28,7 @@ from pipelines.core.model import TabularModel
 FORMAT = "tabular-model/1"
 CONTRACT = "contract.json"
 _PICKLE = b"\x80"  # protocol 2+ pickles start with PROTO
+_KEYS = {"format", "family", "numeric", "categorical", "categories", "info", "state", "files"}
 
 
 def pack(model: TabularModel) -> bytes:
@@ -48,32 +49,34 @@ def pack(model: TabularModel) -> bytes:
     return zip_members({CONTRACT: text, **files})
 
 
-def unpack(data: bytes, name: str, allow_pickle: bool = False) -> TabularModel:
+def unpack(data: bytes, name: str) -> TabularModel:
     """The model in archive bytes `data` (`name` is how errors call it).
 
-    `allow_pickle` also reads a model pickled before portable archives; only a caller that has
-    verified `data` against a digest recorded at save time may pass it (a pickle runs code).
-
-    Raises ValueError naming the file and member when the archive is unreadable, of another
-    format, of an unknown family, or a member does not match the contract's SHA-256."""
+    Raises ValueError naming the file and member when the archive is unreadable, a pickle (never
+    unpickled here: `io.registry.migrate` converts a store's old versions), of another format or
+    an unknown family, a member does not match the contract's SHA-256, or the family cannot
+    restore it."""
     if data[:1] == _PICKLE:
-        if not allow_pickle:
-            raise ValueError(
-                f"{name} is a pickled model from before portable archives; refusing to unpickle "
-                "a file that is not verified against a recorded digest (retrain: dvc repro train)"
-            )
-        model = pickle.loads(data)
-        if not isinstance(model, TabularModel):
-            raise ValueError(f"{name} does not hold a TabularModel")
-        return model
+        raise ValueError(
+            f"{name} is a pickled model from before portable archives; it is never unpickled on "
+            "load (rerun `dvc repro` for models/; `python -m pipelines registry migrate` converts "
+            "a model store once)"
+        )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         contract = json.loads(archive.read(CONTRACT))
-        members = {m: archive.read(m) for m in contract.get("files", {})}
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, zlib.error) as err:
         raise ValueError(f"{name} is not a readable model archive: {err}") from None
-    if contract.get("format") != FORMAT:
-        raise ValueError(f"{name}: format {contract.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(contract, dict) or contract.get("format") != FORMAT:
+        found = contract.get("format") if isinstance(contract, dict) else type(contract).__name__
+        raise ValueError(f"{name}: {CONTRACT} format {found!r}, expected {FORMAT!r}")
+    lacking = sorted(_KEYS - contract.keys())
+    if lacking:
+        raise ValueError(f"{name}: {CONTRACT} lacks {lacking}")
+    try:
+        members = {m: archive.read(m) for m in contract["files"]}
+    except (KeyError, EOFError, zlib.error, zipfile.BadZipFile) as err:
+        raise ValueError(f"{name}: a member its contract lists cannot be read: {err}") from None
     for member, digest in contract["files"].items():
         if hashlib.sha256(members[member]).hexdigest() != digest:
             raise ValueError(
@@ -95,8 +98,10 @@ def unpack(data: bytes, name: str, allow_pickle: bool = False) -> TabularModel:
     )
     try:
         model.estimator = family.restore(members, model.columns, contract["state"])
-    except ValueError as err:
-        raise ValueError(f"{name}: {err}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{name}: the {contract['family']} model cannot be restored: {err}"
+        ) from None
     return model
 
 

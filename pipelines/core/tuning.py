@@ -4,14 +4,17 @@ scored on that span (the test period is not in the data it is given).
 
 - **Reproducible.** The sampler is seeded and trials run one at a time, and every fit is seeded:
   the same data, params and seed give the same trials and the same best parameters.
-- **Params as written first.** The family's params are enqueued as trial 0, so "best" can only
-  match or beat them, and the gain is measured against them on the same split.
+- **Params as written first.** A trial fitting exactly the family's params (outside the search
+  ranges too) is queued first and again until it completes, so "best" can only match or beat
+  them, and the gain is measured against them on the same split.
 - **Pruning.** With `prune_at`, a trial is first fitted on the newest `prune_at` share of the
   fitting rows and reported as step 0; Optuna's MedianPruner (Akiba et al. 2019, "Optuna",
   KDD; stop a trial whose intermediate value is worse than the median of earlier trials at the
   same step) stops the unpromising ones there, before their full fit.
 - **Resumable.** The study lives in whatever Optuna storage the caller gives (the stage: a
-  SQLite file); an existing study of the same name is continued up to `trials`.
+  SQLite file); an existing study of the same name is continued up to `trials`, its sampler
+  seeded by the trials it holds, so it draws new points (a resumed search is reproducible
+  but not the same as one run with the larger budget from the start).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pipelines.core.features import FeatureSpec
 from pipelines.core.model import fit
 
 STARTUP_TRIALS = 5  # trials the pruner lets finish before it compares (Optuna's default)
+AS_WRITTEN = "as_written"  # the user attribute of the trial that fits the params as written
 
 
 @dataclass(frozen=True)
@@ -104,14 +108,20 @@ def objective(problem: Problem) -> Callable[[Any], float]:
         return float(metrics.summary(split.score_y, predicted, p.alert_rate).get(p.metric, np.nan))
 
     def run(trial: Any) -> float:
-        draw = space(trial) or {}
-        params = type(p.base).model_validate({**p.base.model_dump(), **draw})
-        if p.prune_at is not None:
+        as_written = bool(trial.user_attrs.get(AS_WRITTEN))
+        if as_written:  # exactly the params, even where they fall outside the search ranges
+            params = p.base
+        else:
+            draw = space(trial) or {}
+            params = type(p.base).model_validate({**p.base.model_dump(), **draw})
+        if p.prune_at is not None and not as_written:
             newest = int(len(split.fit_X) * (1 - p.prune_at))
-            early = score(split.fit_X.iloc[newest:], split.fit_y[newest:], params)
-            trial.report(early, step=0)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            y_newest = split.fit_y[newest:]
+            if len(np.unique(y_newest)) > 1:  # one class: no score to compare, no pruning step
+                early = score(split.fit_X.iloc[newest:], y_newest, params)
+                trial.report(early, step=0)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
         return score(split.fit_X, split.fit_y, params)
 
     return run
@@ -132,24 +142,29 @@ def search(
     ValueError when the family has no search space or no trial could be scored."""
     import optuna
 
-    family, base, seed = problem.family, problem.base, problem.seed
+    family, seed = problem.family, problem.seed
     if not tunable(family):
         raise ValueError(f"model family {family!r} has no search space to tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Seeded by the trials already run: a resumed study draws new points, not its first ones again.
+    sampler = optuna.samplers.TPESampler(seed=seed + _trials_in(study_name, storage))
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=sampler,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS)
         if problem.prune_at is not None
         else optuna.pruners.NopPruner(),
     )
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    state = optuna.trial.TrialState
+    finished = (state.COMPLETE, state.PRUNED)
     done = [t for t in study.trials if t.state in finished]
-    if not study.trials:  # a new study: the params as written are trial 0 (unused keys ignored)
-        study.enqueue_trial(base.model_dump())
+    written = [t for t in study.trials if t.user_attrs.get(AS_WRITTEN)]
+    if not any(t.state in (state.COMPLETE, state.WAITING) for t in written):
+        # New, or its as-written trial failed or was interrupted: queue it (first) again.
+        study.enqueue_trial({}, user_attrs={AS_WRITTEN: True})
     started = time.monotonic()
     remaining = trials - len(done)
     if remaining > 0:
@@ -162,15 +177,25 @@ def search(
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"no {family} trial could be scored on the validation span")
-    first = min(complete, key=lambda t: t.number)
+    written = [t for t in complete if t.user_attrs.get(AS_WRITTEN)]
     best = study.best_trial
     outcome = Outcome(
         family=family,
-        best=dict(best.params),
-        default_score=float(first.value),  # type: ignore[arg-type]
+        best=dict(best.params),  # {} when the params as written won
+        default_score=float(written[0].value) if written else float("nan"),  # type: ignore[arg-type]
         best_score=float(best.value),  # type: ignore[arg-type]
         trials=len([t for t in study.trials if t.state in finished]),
         pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
         seconds=seconds,
     )
     return outcome, study
+
+
+def _trials_in(study_name: str, storage: str | None) -> int:
+    """How many trials the study `study_name` already holds in `storage` (0: none, or new)."""
+    import optuna
+
+    if storage is None:
+        return 0
+    summaries = optuna.get_all_study_summaries(storage)
+    return next((s.n_trials for s in summaries if s.study_name == study_name), 0)

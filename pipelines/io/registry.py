@@ -22,7 +22,7 @@ from pipelines.io import model_files, storage
 
 MODEL_NAME = "fraud-model"
 ARTIFACT = "model.zip"  # core.artifact's portable archive
-LEGACY_ARTIFACT = "model.pkl"  # versions saved before it: loaded only once their digest matches
+LEGACY_ARTIFACT = "model.pkl"  # versions saved before it: `migrate` converts them, load refuses
 LINEAGE = "lineage.json"
 DIGEST = "content_sha256"  # label: the artifact's SHA-256 at save time
 
@@ -73,13 +73,14 @@ def save(
 def load(tag: str) -> TabularModel:
     """The model of version `tag`, its artifact checked against the SHA-256 recorded at save time.
 
-    A version saved before portable archives holds a pickle (`LEGACY_ARTIFACT`): it keeps
-    loading, and is unpickled only after its recorded digest matched; one without a recorded
-    digest is refused.
+    A version saved before portable archives holds a pickle (`LEGACY_ARTIFACT`) and is refused
+    with the fix named: `migrate` converts the store once. (The digest label travels with a
+    version through `registry push/pull`, so it proves the bytes are whole, not who wrote them:
+    nothing loaded from the store is ever unpickled.)
 
     Raises LookupError when the version is not in the store, ValueError naming the artifact when
-    its content does not match (tampered or truncated), no digest was recorded for it, or it is
-    not a model (`core.artifact.unpack`)."""
+    it is missing, a pickle, has no recorded digest, does not match it (tampered or truncated),
+    or is not a model (`core.artifact.unpack`)."""
     import bentoml
 
     try:
@@ -88,12 +89,19 @@ def load(tag: str) -> TabularModel:
         raise LookupError(f"model {tag} is not in the model store at {home()}") from None
     path = Path(ref.path_of(ARTIFACT))
     if not path.exists() and Path(ref.path_of(LEGACY_ARTIFACT)).exists():
-        path = Path(ref.path_of(LEGACY_ARTIFACT))
+        raise ValueError(
+            f"model {tag} was saved as a pickle before portable archives; convert the store once "
+            "with `python -m pipelines registry migrate` (it is never unpickled on load)"
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"model {tag}: its artifact {path} is missing") from None
-    recorded = ref.info.labels.get(DIGEST)
+    _verify(tag, path, data, ref.info.labels.get(DIGEST))
+    return artifact.unpack(data, f"model {tag} ({path})")
+
+
+def _verify(tag: str, path: Path, data: bytes, recorded: str | None) -> None:
     if recorded is None:
         raise ValueError(
             f"model {tag}: no SHA-256 was recorded for {path} when it was saved; refusing to load "
@@ -104,7 +112,51 @@ def load(tag: str) -> TabularModel:
             f"model {tag}: {path} does not match the SHA-256 recorded when it was saved "
             "(tampered or truncated); refusing to load it"
         )
-    return artifact.unpack(data, f"model {tag} ({path})", allow_pickle=True)
+
+
+def migrate() -> dict[str, str]:
+    """Convert every version stored as a pickle (saved before portable archives) into a new
+    portable version with the same lineage plus `migrated_from`; the champion pointer moves to
+    its converted version (a promotion recorded in the history). Returns old tag → new tag.
+
+    This unpickles, so it runs only when a person asks for it, on their own store, after each
+    pickle matched its recorded digest. Raises ValueError naming a version whose pickle does not
+    match its digest, holds no model or has no portable form (a logistic model from before
+    model families: retrain it), after converting every other one."""
+    import pickle
+
+    converted: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    refs = _refs()
+    done = {r.info.metadata.get("migrated_from") for r in refs}
+    for ref in refs:
+        legacy = Path(ref.path_of(LEGACY_ARTIFACT))
+        tag = str(ref.tag)
+        if Path(ref.path_of(ARTIFACT)).exists() or not legacy.exists() or tag in done:
+            continue
+        try:
+            data = legacy.read_bytes()
+            _verify(tag, legacy, data, ref.info.labels.get(DIGEST))
+            model = pickle.loads(data)
+            if not isinstance(model, TabularModel):
+                raise ValueError(f"model {tag}: {legacy} holds no model")
+            try:
+                lineage = json.loads(Path(ref.path_of(LINEAGE)).read_text())
+            except FileNotFoundError:
+                lineage = dict(ref.info.metadata)
+            labels = {k: v for k, v in ref.info.labels.items() if k not in (DIGEST, "family")}
+            converted[tag] = save(model, {**lineage, "migrated_from": tag}, labels)
+        except (ValueError, TypeError) as err:  # TypeError: a model with no portable form
+            failed[tag] = str(err)
+    champion_now = champion_tag()
+    if champion_now in converted:
+        promote(converted[champion_now], f"migrated from {champion_now} (portable archive)")
+    if failed:
+        raise ValueError(
+            f"registry migrate converted {len(converted)} version(s) and could not convert "
+            f"{len(failed)} (retrain those): {failed}"
+        )
+    return converted
 
 
 def info(tag: str) -> dict[str, Any]:

@@ -77,6 +77,12 @@ def tuned_params(settings: Settings, overrides: dict[str, dict[str, Any]]) -> di
     return {family: tuned(family) for family in t.candidates}
 
 
+def _tuned_in(family: str, settings: Settings) -> list[str]:
+    """The families whose tuned parameters `family` is fitted with: itself, or a blend's
+    members."""
+    return list(settings.train.blend.members) if family == "blend" else [family]
+
+
 def run(settings: Settings) -> dict[str, TabularModel]:
     """Fit, score and refit every candidate; write each to `Layout.model(family)` and the choice
     to `Layout.selection`.
@@ -110,7 +116,8 @@ def run(settings: Settings) -> dict[str, TabularModel]:
         model.info = {
             "family": family,
             "params": params[family].model_dump(),
-            "tuned": overrides.get(family),
+            "tuned": {m: overrides[m] for m in _tuned_in(family, settings) if m in overrides}
+            or None,
             "train_rows": len(data),
             "positives": int(y.sum()),
             "train_end": str(pd.Timestamp(ts.max())),

@@ -16,6 +16,7 @@ params as written.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from pipelines.config import Settings
 from pipelines.core import tuning
 from pipelines.core.dataset import content_hash, validation_split
+from pipelines.core.families import FAMILIES
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
 from pipelines.io import storage
@@ -52,8 +54,9 @@ def families(settings: Settings) -> list[str]:
 
 
 def study_name(family: str, data_sha256: str, settings: Settings) -> str:
-    """`<family>-<fingerprint>`: the data and every setting that shapes this family's search,
-    not the budget (`trials`, `timeout`), so that a larger budget resumes the same study."""
+    """`<family>-<fingerprint>`: the data, every setting that shapes this family's search and its
+    search space, not the budget (`trials`, `timeout`), so that a larger budget resumes the same
+    study."""
     t = settings.train
     shape = {
         "data": data_sha256,
@@ -63,6 +66,8 @@ def study_name(family: str, data_sha256: str, settings: Settings) -> str:
         "metric": t.metric,
         "prune_at": settings.tune.prune_at,
         "features": FeatureSpec.from_settings(settings).names,
+        # The search space's own code: changed ranges start a new study.
+        "space": inspect.getsource(FAMILIES[family].search_space),
     }
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
     return f"{family}-{digest[:16]}"
@@ -73,6 +78,13 @@ def run(settings: Settings) -> dict[str, Any]:
     Returns the metrics. Raises ValueError for a bad `tune.families`, an empty side of the
     validation split or a study with no scored trial."""
     layout, t, tune = Layout(settings), settings.train, settings.tune
+    if "://" in settings.paths.tuning:
+        raise ValueError(
+            f"paths.tuning is {settings.paths.tuning}: the study is a SQLite file, so it must be "
+            "a local directory (DVC pushes its outputs to your remote)"
+        )
+    for page in Path(settings.paths.tuning).glob("*.html"):  # no plot outlives its search
+        page.unlink()
     if tune.trials == 0:
         storage.write_json(layout.tuned, {})
         result: dict[str, Any] = {"trials": 0, "metric": t.metric, "families": {}}
@@ -80,11 +92,6 @@ def run(settings: Settings) -> dict[str, Any]:
         print("tune: tune.trials is 0: train uses the params as written")
         return result
     chosen = families(settings)
-    if "://" in settings.paths.tuning:
-        raise ValueError(
-            f"paths.tuning is {settings.paths.tuning}: the study is a SQLite file, so it must be "
-            "a local directory (DVC pushes its outputs to your remote)"
-        )
     data = storage.read_parquet(layout.train_table)
     spec, c = FeatureSpec.from_settings(settings), settings.contract
     early, late, cut = validation_split(data, c.timestamp, t.validation)

@@ -5,6 +5,7 @@ and after a pull from a remote, and the champion stays what it was."""
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from pipelines.config import parse_settings
 from pipelines.core import artifact
-from pipelines.core.families import FAMILIES
+from pipelines.core.families import FAMILIES, portable
 from pipelines.core.families.portable import zip_members
 from pipelines.core.model import fit
 from pipelines.io import model_files, model_remote, registry
@@ -96,11 +97,13 @@ def test_an_edited_or_truncated_archive_is_refused_naming_the_member(world) -> N
         artifact.unpack(alien, "m.zip")
 
 
-def test_a_teams_own_estimator_class_round_trips_and_an_undeclared_type_is_refused(
+def test_a_teams_own_estimator_loads_only_when_params_name_its_package_and_builtins_never(
     world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """skops refuses types nobody declared: the team's module is trusted because the saving side
-    recorded it; the same file with that record removed is refused, naming the type."""
+    """skops refuses types nobody trusted. A team's class loads because the operator's params
+    name its package (`portable.trust`, which runtime.bootstrap calls), never because the file
+    says so; a function from builtins (`exec` wrapped in a transformer) is refused whatever the
+    params say."""
     (tmp_path / "team_estimators.py").write_text(
         textwrap.dedent(
             """
@@ -120,16 +123,26 @@ def test_a_teams_own_estimator_class_round_trips_and_an_undeclared_type_is_refus
             }
         }
     )
-    model = fit("sklearn", feats, y, spec, s.train.sklearn, 1)
-    data = model_files.to_bytes(model)
-    contract = artifact.describe(data)
-    assert contract["state"]["trusted_modules"] == ["team_estimators"]
-    loaded = artifact.unpack(data, "team.zip")
-    assert type(loaded.estimator.estimator).__name__ == "Scorecard"
-    files = members(data)
-    undeclared = files[artifact.CONTRACT].replace(b'"team_estimators"', b"")
-    with pytest.raises(ValueError, match=r"team\.zip: estimator\.skops holds types .*Scorecard"):
-        artifact.unpack(zip_members({**files, artifact.CONTRACT: undeclared}), "team.zip")
+    assert s.train.sklearn.package == "team_estimators"
+    data = model_files.to_bytes(fit("sklearn", feats, y, spec, s.train.sklearn, 1))
+    try:
+        portable.trust([])
+        with pytest.raises(
+            ValueError, match=r"team\.zip: estimator\.skops holds types .*Scorecard"
+        ):
+            artifact.unpack(data, "team.zip")
+        portable.trust([s.train.sklearn.package])
+        loaded = artifact.unpack(data, "team.zip")
+        assert type(loaded.estimator.estimator).__name__ == "Scorecard"
+
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        hostile = make_pipeline(FunctionTransformer(functools.partial(exec, "1")))
+        with pytest.raises(ValueError, match=r"evil\.skops holds types .*builtins\.exec"):
+            portable.loads(portable.dumps(hostile), "evil.skops")
+    finally:
+        portable.trust([])
 
 
 def tamper(path: Path) -> None:
@@ -213,42 +226,50 @@ def test_a_tampered_archive_on_the_remote_is_refused_after_pull(world, tmp_path:
     assert f"remote archive {archive}" in pulled.stderr and "cannot be imported" in pulled.stderr
 
 
-def test_a_version_pickled_before_portable_archives_keeps_loading_once_its_digest_matches(
+def test_versions_pickled_before_portable_archives_are_refused_until_migrate_converts_them(
     world, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """What a store written by the previous release holds: `model.pkl` with its SHA-256 label.
-    It loads (unpickled only after the digest matched); edited, or without a digest, it is
-    refused."""
+    Loading refuses it, naming the command; `registry migrate` converts it to a portable version
+    with the same predictions and moves the champion; an edited pickle is never unpickled."""
     model = small_model("lightgbm", world)
     old = tmp_path / "old.pkl"
     old.write_bytes(pickle.dumps(model, protocol=5))
     probe = tmp_path / "probe.parquet"
     probe_of(world[1]).to_parquet(probe)
-    home = tmp_path / "store"
     code = f"""
-        import hashlib, bentoml, pandas as pd
+        import hashlib, json, bentoml, pandas as pd
+        from pipelines.io import storage
         data = open({str(old)!r}, "rb").read()
 
         def legacy(digest):
-            labels = {{"family": "lightgbm"}} | ({{registry.DIGEST: digest}} if digest else {{}})
+            labels = {{"family": "lightgbm", registry.DIGEST: digest}}
             with bentoml.models.create(registry.MODEL_NAME, labels=labels) as ref:
                 open(ref.path_of(registry.LEGACY_ARTIFACT), "wb").write(data)
             return str(ref.tag)
 
-        good = legacy(hashlib.sha256(data).hexdigest())
-        p = registry.load(good).predict_proba(pd.read_parquet({str(probe)!r}))
-        print(good, ",".join(f"{{x:.12f}}" for x in p[:20]))
-        for name, tag in (("edited", legacy("0" * 64)), ("unverified", legacy(None))):
-            try:
-                registry.load(tag)
-                print(name, "LOADED")
-            except ValueError as err:
-                print(name, "REFUSED", str(err).replace(" ", "_"))
+        old = legacy(hashlib.sha256(data).hexdigest())
+        storage.write_json(str(registry.champion_file()), {{"tag": old, "since": "2026-01-01"}})
+        try:
+            registry.load(old)
+        except ValueError as err:
+            print("REFUSED", str(err).replace(" ", "_"))
+        converted = registry.migrate()
+        new = converted[old]
+        p = registry.load(new).predict_proba(pd.read_parquet({str(probe)!r}))
+        print(new, registry.champion_tag(), ",".join(f"{{x:.12f}}" for x in p[:20]))
+        print(registry.migrate() == {{}})  # once: nothing left to convert
+        edited = legacy("0" * 64)
+        try:
+            registry.migrate()
+        except ValueError as err:
+            print("EDITED", str(err).replace(" ", "_"))
         """
-    lines = in_store(home, code).stdout.splitlines()
+    lines = in_store(tmp_path / "store", code).stdout.splitlines()
+    assert lines[0].startswith("REFUSED") and "registry_migrate" in lines[0]
+    new, champion, values = lines[1].split()
+    assert champion == new
     expected = model.predict_proba(probe_of(world[1]))[:20]
-    np.testing.assert_allclose(
-        [float(x) for x in lines[0].split()[1].split(",")], expected, atol=1e-11
-    )
-    assert lines[1].startswith("edited REFUSED") and "does_not_match_the_SHA-256" in lines[1]
-    assert lines[2].startswith("unverified REFUSED") and "no_SHA-256_was_recorded" in lines[2]
+    np.testing.assert_allclose([float(x) for x in values.split(",")], expected, atol=1e-11)
+    assert lines[2] == "True"
+    assert lines[3].startswith("EDITED") and "does_not_match_the_SHA-256" in lines[3]

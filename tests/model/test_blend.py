@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_settings
+from pipelines.core import artifact
 from pipelines.core.layout import Layout
 from pipelines.core.model import fit
-from pipelines.io import storage
+from pipelines.io import model_files, storage
 from pipelines.stages import train
 from tests.model.test_families import SMALL, probe_of, small_world
 
@@ -27,6 +28,8 @@ def world():  # type: ignore[no-untyped-def]
 
 
 def test_a_mean_blend_is_the_weighted_mean_of_its_members(world) -> None:  # type: ignore[no-untyped-def]
+    """Members listed out of alphabetical order: each weight stays with its member through the
+    archive (whose JSON sorts object keys)."""
     spec, feats, y, _ = world
     blend = {"members": ["lightgbm", "hist_gradient_boosting"], "method": "mean", "weights": [3, 1]}
     s = parse_settings({**SMALL, "train": {**FAST, "blend": blend}})
@@ -38,6 +41,11 @@ def test_a_mean_blend_is_the_weighted_mean_of_its_members(world) -> None:  # typ
     ]
     np.testing.assert_allclose(
         model.predict_proba(probe), 0.75 * alone[0] + 0.25 * alone[1], rtol=0, atol=1e-12
+    )
+    loaded = artifact.unpack(model_files.to_bytes(model), "blend.zip")
+    assert list(loaded.estimator.members) == ["lightgbm", "hist_gradient_boosting"]
+    np.testing.assert_allclose(
+        loaded.predict_proba(probe), model.predict_proba(probe), rtol=0, atol=1e-12
     )
 
 

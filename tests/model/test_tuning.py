@@ -45,7 +45,10 @@ def split_of(table: pd.DataFrame, spec):  # type: ignore[no-untyped-def]
 def test_the_same_seed_gives_the_same_trials_and_the_best_never_loses_to_params_as_written(
     table: pd.DataFrame,
 ) -> None:
-    settings = parse_settings({**SMALL, "train": FAST})
+    # reg_lambda 0 is valid params but outside the log-scale search range: trial 0 fits it as is.
+    settings = parse_settings(
+        {**SMALL, "train": {**FAST, "lightgbm": {"n_estimators": 30, "reg_lambda": 0.0}}}
+    )
     spec = small_world()[0]
     split = split_of(table, spec)
     runs = []
@@ -56,17 +59,18 @@ def test_the_same_seed_gives_the_same_trials_and_the_best_never_loses_to_params_
         outcome, study = tuning.search(
             problem, trials=7, timeout=None, storage=None, study_name=name
         )
-        runs.append((outcome, [(t.params, t.value, t.state) for t in study.trials]))
+        runs.append((outcome, [(t.params, t.value, t.state, t.user_attrs) for t in study.trials]))
     (first, trials_a), (second, trials_b) = runs
     assert trials_a == trials_b and first.best == second.best
     assert first.best_score == second.best_score
-    # Trial 0 is the params as written; the rest are drawn (they differ from it).
-    assert trials_a[0][0]["num_leaves"] == settings.train.lightgbm.num_leaves
-    assert any(p != trials_a[0][0] for p, _, _ in trials_a[1:])
+    # Trial 0 fits the params as written (no draw); the rest are drawn, each differently.
+    assert trials_a[0][0] == {} and trials_a[0][3] == {tuning.AS_WRITTEN: True}
+    assert first.default_score == trials_a[0][1]
+    drawn = [p for p, _, _, _ in trials_a[1:]]
+    assert all(drawn) and len({tuple(sorted(p.items())) for p in drawn}) == len(drawn)
     assert first.best_score >= first.default_score and first.trials == 7
-    assert first.best_score == max(
-        v for _, v, s in trials_a if s == optuna.trial.TrialState.COMPLETE
-    )
+    complete = [v for _, v, s, _ in trials_a if s == optuna.trial.TrialState.COMPLETE]
+    assert first.best_score == max(complete)
 
 
 def tuned_repo(tmp_path: Path, table: pd.DataFrame, trials: int, **tune_extra):  # type: ignore[no-untyped-def]
@@ -111,7 +115,7 @@ def test_tune_never_reads_the_test_period_and_train_fits_what_it_found(
     model = model_files.load(layout.model("lightgbm"))
     for name, value in tuned["lightgbm"].items():
         assert model.info["params"][name] == value
-    assert model.info["tuned"] == tuned["lightgbm"]
+    assert model.info["tuned"] == {"lightgbm": tuned["lightgbm"]}
 
 
 def test_a_larger_budget_resumes_the_sqlite_study_and_zero_trials_uses_params_as_written(
@@ -129,6 +133,13 @@ def test_a_larger_budget_resumes_the_sqlite_study_and_zero_trials_uses_params_as
     more = s.model_copy(update={"tune": s.tune.model_copy(update={"trials": 5})})
     result = tune.run(more)
     assert trials()[:3] == first and len(trials()) == 5  # continued, not restarted
+    with sqlite3.connect(layout.study) as db:
+        rows = db.execute("SELECT trial_id, param_name, param_value FROM trial_params").fetchall()
+    draws: dict[int, list] = {}
+    for trial, name, value in sorted(rows):
+        draws.setdefault(trial, []).append((name, value))
+    points = [tuple(v) for v in draws.values()]
+    assert len(set(points)) == len(points) == 4  # the resumed run drew new points, no repeats
     assert result["families"]["lightgbm"]["trials"] == 5
 
     off = s.model_copy(update={"tune": s.tune.model_copy(update={"trials": 0})})

@@ -99,22 +99,28 @@ class Blend(Family):
         }
 
     def state(self) -> dict[str, Any]:
+        """The members in their order (a list: the contract's JSON sorts object keys, and each
+        weight belongs to its position), each with its weight and its own state."""
         return {
             "method": self.method,
-            "weights": self.weights,
             "intercept": self.intercept,
-            "members": {m: f.state() for m, f in self.members.items()},
+            "members": [
+                {"family": m, "weight": w, "state": f.state()}
+                for (m, f), w in zip(self.members.items(), self.weights, strict=True)
+            ],
         }
 
     @classmethod
     def restore(cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]) -> Blend:
         from pipelines.core.families import FAMILIES
 
-        members = {}
-        for m, member_state in state["members"].items():
+        members, weights = {}, []
+        for entry in state["members"]:
+            m, member_state = entry["family"], entry["state"]
+            weights.append(float(entry["weight"]))
             if m not in FAMILIES or m == cls.tag:
                 raise ValueError(f"blend member {m!r} is not a model family")
             prefix = f"{m}/"
             own = {k[len(prefix) :]: v for k, v in files.items() if k.startswith(prefix)}
             members[m] = FAMILIES[m].restore(own, columns, member_state)
-        return cls(members, state["method"], list(state["weights"]), float(state["intercept"]))
+        return cls(members, state["method"], weights, float(state["intercept"]))

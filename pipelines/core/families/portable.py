@@ -12,11 +12,12 @@ way a pickle can. Two things are added here:
   memory) and writes the members with a fixed time: the same
   fitted model gives the same bytes, and so does that model loaded back (DVC no-op reruns, the
   registry's content dedup).
-- **Trust.** `loads` accepts scikit-learn's, NumPy's and SciPy's own types (what every family
-  here saves; it includes HistGradientBoosting's tree nodes, whose raw indices skops flags
-  because a *crafted* file could crash `predict`, which is why the registry also checks each
-  artifact's SHA-256 before loading), plus the modules the saving side declared (a team's own
-  estimator package). Anything else is refused with the type named.
+- **Trust.** `loads` accepts scikit-learn's, NumPy's and SciPy's own types and functions (what
+  every family here saves: HistGradientBoosting's tree nodes, whose raw indices skops flags
+  because a *crafted* file could crash `predict`, and its `partial(check_array, ...)`), plus the
+  package of a team's own estimator when the operator's params name it (`trust`, called by
+  `runtime.bootstrap` with `train.sklearn.estimator`'s package; never from the file). Anything
+  else, `builtins` included (`exec`, `eval`), is refused with the type named.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterable
 from typing import Any
 
 SKOPS_FILE = "estimator.skops"
-TRUSTED_MODULES = ("sklearn", "numpy", "scipy", "builtins", "collections")
+TRUSTED_MODULES = ("sklearn", "numpy", "scipy")
 # A partial is a container: skops audits the function and arguments it wraps as their own nodes.
 TRUSTED_TYPES = ("functools.partial",)
+_operator_trusted: tuple[str, ...] = ()  # set by `trust`, from params only
 _NUMBERED = re.compile(r"^(\d+)(\.\w+)$")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry
 
@@ -93,14 +96,23 @@ def _zeroed_padding(npy: bytes) -> bytes:
     return out.getvalue()
 
 
-def loads(data: bytes, name: str, trusted_modules: tuple[str, ...] = ()) -> Any:
+def trust(packages: Iterable[str]) -> None:
+    """Also trust types from these top-level packages in every later `loads`: a team's own
+    estimator package, named in the operator's params (`runtime.bootstrap` passes
+    `train.sklearn.estimator`'s). Replaces the previous call's set."""
+    global _operator_trusted
+    _operator_trusted = tuple(sorted(set(packages) - set(TRUSTED_MODULES)))
+
+
+def loads(data: bytes, name: str) -> Any:
     """The object in skops bytes `data` (called `name` in errors).
 
     Raises ValueError naming `name` and the types when the file holds a type outside
-    `TRUSTED_MODULES` and `trusted_modules`, or when it is not a skops file."""
+    `TRUSTED_MODULES`, `TRUSTED_TYPES` and the packages given to `trust`, or when it is not a
+    skops file."""
     import skops.io as sio
 
-    allowed = (*TRUSTED_MODULES, *trusted_modules)
+    allowed = (*TRUSTED_MODULES, *_operator_trusted)
     try:
         found = sio.get_untrusted_types(data=data)
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
@@ -108,20 +120,11 @@ def loads(data: bytes, name: str, trusted_modules: tuple[str, ...] = ()) -> Any:
     refused = [t for t in found if t.split(".", 1)[0] not in allowed and t not in TRUSTED_TYPES]
     if refused:
         raise ValueError(
-            f"{name} holds types this project does not trust: {refused} (trusted modules: "
-            f"{list(allowed)}); refusing to load it"
+            f"{name} holds types this project does not trust: {refused} (trusted: "
+            f"{list(allowed)}; a team's own estimator package is trusted when "
+            "train.sklearn.estimator names it); refusing to load it"
         )
     return sio.loads(data, trusted=found)
-
-
-def foreign_modules(data: bytes) -> list[str]:
-    """The top-level modules of the types in skops bytes `data` outside `TRUSTED_MODULES` (what
-    a team's own estimator adds; recorded at save time so that `loads` accepts exactly those)."""
-    import skops.io as sio
-
-    found = sio.get_untrusted_types(data=data)
-    foreign = {t.split(".", 1)[0] for t in found if t not in TRUSTED_TYPES}
-    return sorted(foreign - set(TRUSTED_MODULES))
 
 
 def zip_members(members: dict[str, bytes]) -> bytes:

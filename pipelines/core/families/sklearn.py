@@ -78,17 +78,13 @@ class SklearnEstimator(Family):
         return {portable.SKOPS_FILE: portable.dumps(self.estimator)}
 
     def state(self) -> dict[str, Any]:
-        """The input form, and the modules of a team's own types the file holds (trusted on
-        load because this side saved them)."""
-        data = portable.dumps(self.estimator)
-        return {"input": self.input, "trusted_modules": portable.foreign_modules(data)}
+        return {"input": self.input}
 
     @classmethod
     def restore(
         cls, files: dict[str, bytes], columns: Columns, state: dict[str, Any]
     ) -> SklearnEstimator:
-        trusted = tuple(state.get("trusted_modules", ()))
-        estimator = portable.loads(files[portable.SKOPS_FILE], portable.SKOPS_FILE, trusted)
+        estimator = portable.loads(files[portable.SKOPS_FILE], portable.SKOPS_FILE)
         return cls(estimator, columns, state["input"])
 
     def importance(self) -> np.ndarray:
