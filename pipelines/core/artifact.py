@@ -98,9 +98,11 @@ def unpack(data: bytes, name: str) -> TabularModel:
     )
     try:
         model.estimator = family.restore(members, model.columns, contract["state"])
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    except (KeyError, TypeError, AttributeError) as err:  # a contract the family cannot read
         raise ValueError(
-            f"{name}: the {contract['family']} model cannot be restored: {err}"
+            f"{name}: the {contract['family']} model cannot be restored: {err!r}"
         ) from None
     return model
 

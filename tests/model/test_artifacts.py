@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import pickle
 import subprocess
 import sys
@@ -95,6 +96,15 @@ def test_an_edited_or_truncated_archive_is_refused_naming_the_member(world) -> N
     )
     with pytest.raises(ValueError, match="unknown model family 'catboost'"):
         artifact.unpack(alien, "m.zip")
+    contract = json.loads(files[artifact.CONTRACT])
+    lacking = {k: v for k, v in contract.items() if k != "state"}
+    with pytest.raises(ValueError, match=r"m\.zip: contract\.json lacks \['state'\]"):
+        artifact.unpack(
+            zip_members({**files, artifact.CONTRACT: json.dumps(lacking).encode()}), "m.zip"
+        )
+    without_member = {artifact.CONTRACT: files[artifact.CONTRACT]}
+    with pytest.raises(ValueError, match=r"m\.zip: a member its contract lists cannot be read"):
+        artifact.unpack(zip_members(without_member), "m.zip")
 
 
 def test_a_teams_own_estimator_loads_only_when_params_name_its_package_and_builtins_never(
