@@ -102,6 +102,7 @@ def test_promotion_under_load_switches_version_without_a_failed_request(
         {"purpose": "promotion-under-load test"},
     )
     service = start_service(served_repo)
+    broken = None
     try:
         with Load(service) as load:
             time.sleep(1.5)
@@ -140,6 +141,9 @@ def test_promotion_under_load_switches_version_without_a_failed_request(
     finally:
         service.stop()
         registry.promote(before, "test: restore the champion")
+        # The served repo's store is shared by later tests (`promote latest`): no broken version.
+        if broken:
+            run(["bentoml", "models", "delete", "-y", broken], served_repo)
 
 
 def test_the_built_bento_serves_by_its_tag(served_repo: Path, tmp_path: Path) -> None:
