@@ -4,9 +4,10 @@ inputs give the same bytes.
 Each candidate in `train.candidates` is fitted on the training rows before `train.validation`
 and scored (`train.metric`) on that last span: the test period is never seen, it stays for
 evaluate and the champion/challenger gate. The best (or `train.model`, when set) is the one to
-package. With tune.trials above 0, each family's parameters are the tune stage's best (`Layout.tuned`)
-over its params section. Then every candidate is refitted on the whole training window, so the packaged model has
-seen the newest rows and evaluate compares the candidates as they would ship.
+package. With tune.trials above 0, each family's parameters are the tune stage's best
+(`Layout.tuned`) over its params section. Then every candidate is refitted on the whole training
+window, so the packaged model has seen the newest rows and evaluate compares the candidates as
+they would ship.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Reads only the training table (the test period is not in it) and splits it as tr
 on the rows before `train.validation`, score on that last span (`core.tuning`). Writes the best
 parameters per family (`Layout.tuned`, which train applies over params), the metrics (params as
 written vs best, trials, pruned, seconds) and, per family, the optimisation history and the
-parameter importances as self-contained HTML (plotly, its script in one file beside them: no
+parameter importances as HTML pages that load plotly's script from one file beside them (no
 CDN). The study is a SQLite file kept between runs: each family's study is named by a
 fingerprint of the data and everything that shapes the search except the budget, so raising
 `tune.trials` continues it and any other change starts a new one.
