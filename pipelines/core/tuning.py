@@ -174,18 +174,18 @@ def search(
             timeout=timeout,
         )
     seconds = time.monotonic() - started
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in study.trials if t.state == state.COMPLETE]
     if not complete:
         raise ValueError(f"no {family} trial could be scored on the validation span")
-    written = [t for t in complete if t.user_attrs.get(AS_WRITTEN)]
+    as_written = [t for t in complete if t.user_attrs.get(AS_WRITTEN)]
     best = study.best_trial
     outcome = Outcome(
         family=family,
         best=dict(best.params),  # {} when the params as written won
-        default_score=float(written[0].value) if written else float("nan"),  # type: ignore[arg-type]
+        default_score=float(as_written[0].value) if as_written else float("nan"),  # type: ignore[arg-type]
         best_score=float(best.value),  # type: ignore[arg-type]
         trials=len([t for t in study.trials if t.state in finished]),
-        pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        pruned=len([t for t in study.trials if t.state == state.PRUNED]),
         seconds=seconds,
     )
     return outcome, study
