@@ -42,6 +42,10 @@ STEPS_PER_WINDOW = 96
 _HEADER = struct.Struct("<4sIqddd")  # magic, buckets, folded last ms, n, sum, sq
 _MAGIC = b"HST2"
 _NEVER = np.iinfo(np.int64).min
+_NEVER_INT = int(_NEVER)
+# The most buckets `fold` takes one event into in plain Python: a loop per bucket costs ~1 µs
+# against ~70 µs of fixed numpy overhead on the array path (bench/features.py measures both).
+SCALAR_FOLD_MAX_BUCKETS = 48
 
 Plan = tuple[tuple[int, int], ...]  # (window minutes, resolution minutes), ascending
 
@@ -137,7 +141,30 @@ def fold(
     amount column), per novelty column its `values` (None: missing); then every bucket moved to
     the resolution of the level its minute falls in (`levels`), and what is older than every
     level folded into the totals. Pure: returns a new History; the order events arrive in does
-    not change the result."""
+    not change the result.
+
+    One event into at most SCALAR_FOLD_MAX_BUCKETS buckets (what a request appends to most cards)
+    takes a plain-Python path with the same arithmetic in the same order, so the same floats
+    (`tests/unit/test_history.py` holds the two paths bit-equal)."""
+    if len(ts_ms) == 1 and len(history.minute) <= SCALAR_FOLD_MAX_BUCKETS:
+        return _fold_one(
+            history,
+            int(ts_ms[0]),
+            float(amount[0]),
+            {col: vals[0] for col, vals in values.items()},
+            windows,
+        )
+    return _fold_arrays(history, ts_ms, amount, values, windows)
+
+
+def _fold_arrays(
+    history: History,
+    ts_ms: np.ndarray,
+    amount: np.ndarray,
+    values: Mapping[str, Sequence[str | None]],
+    windows: Plan,
+) -> History:
+    """`fold` on arrays, any number of events and buckets."""
     minutes = np.concatenate([history.minute, ts_ms // MS_PER_MINUTE])
     if not len(minutes):
         return history
@@ -170,13 +197,69 @@ def fold(
         else history.folded_last_ms,
         seen={c: dict(v) for c, v in history.seen.items()},
     )
-    event_minutes = (ts_ms // MS_PER_MINUTE).tolist()
+    _note_seen(out.seen, values, (ts_ms // MS_PER_MINUTE).tolist())
+    return out
+
+
+def _fold_one(
+    history: History, ts_ms: int, amount: float, values: Mapping[str, str | None], windows: Plan
+) -> History:
+    """`fold` of one event, in plain Python: the same buckets in the same order, each sum started
+    from 0.0 and added to in that order as `np.bincount` does."""
+    minute = ts_ms // MS_PER_MINUTE
+    minutes = [*history.minute.tolist(), minute]
+    bounds = levels(max(minutes), windows)
+    sums: dict[int, list] = {}  # bucket key -> [count, amount, square, latest ms]
+    for m, n, a, sq, last in zip(
+        minutes,
+        [*history.count.tolist(), 1.0],
+        [*history.amount.tolist(), amount],
+        [*history.square.tolist(), amount * amount],
+        [*history.last_ms.tolist(), ts_ms],
+        strict=True,
+    ):
+        key = _NEVER_INT
+        for lowest, step in bounds:  # finest first: a minute takes the first fit
+            if m >= lowest:
+                key = m // step * step
+                break
+        acc = sums.get(key)
+        if acc is None:
+            sums[key] = [0.0 + n, 0.0 + a, 0.0 + sq, max(_NEVER_INT, last)]
+        else:
+            acc[0] += n
+            acc[1] += a
+            acc[2] += sq
+            acc[3] = max(acc[3], last)
+    folded = sums.pop(_NEVER_INT, None)
+    keys = sorted(sums)
+    out = History(
+        minute=np.array(keys, np.int64),
+        count=np.array([sums[k][0] for k in keys], np.float64),
+        amount=np.array([sums[k][1] for k in keys], np.float64),
+        square=np.array([sums[k][2] for k in keys], np.float64),
+        last_ms=np.array([sums[k][3] for k in keys], np.int64),
+        folded_n=history.folded_n + (folded[0] if folded else 0.0),
+        folded_sum=history.folded_sum + (folded[1] if folded else 0.0),
+        folded_sq=history.folded_sq + (folded[2] if folded else 0.0),
+        folded_last_ms=max(history.folded_last_ms, folded[3]) if folded else history.folded_last_ms,
+        seen={c: dict(v) for c, v in history.seen.items()},
+    )
+    _note_seen(out.seen, {col: [v] for col, v in values.items()}, [minute])
+    return out
+
+
+def _note_seen(
+    seen: dict[str, dict[str, int]],
+    values: Mapping[str, Sequence[str | None]],
+    minutes: Sequence[int],
+) -> None:
+    """Record in `seen` each value's first minute (`values`: per column, one per event)."""
     for col, vals in values.items():
-        first = out.seen.setdefault(col, {})
-        for value, minute in zip(vals, event_minutes, strict=True):
+        first = seen.setdefault(col, {})
+        for value, minute in zip(vals, minutes, strict=True):
             if value is not None and (value not in first or minute < first[value]):
                 first[value] = int(minute)
-    return out
 
 
 def to_bytes(history: History) -> bytes:

@@ -20,7 +20,9 @@ from pipelines.core.features import (
 from pipelines.core.history import (
     LATE_SLACK,
     MS_PER_MINUTE,
+    SCALAR_FOLD_MAX_BUCKETS,
     History,
+    _fold_arrays,
     fold,
     from_bytes,
     is_late,
@@ -99,6 +101,56 @@ def test_folding_in_any_order_and_in_pieces_gives_the_same_history() -> None:
         whole.folded_sum == np.float64(pieces.folded_sum)
         or abs(whole.folded_sum - pieces.folded_sum) < 1e-6
     )
+
+
+def same_bits(a: History, b: History) -> bool:
+    """Equal to the bit (dtypes, signed zeros and every float's last digit included)."""
+    arrays = ("minute", "count", "amount", "square", "last_ms")
+    scalars = ("folded_n", "folded_sum", "folded_sq", "folded_last_ms")
+    return (
+        all(
+            getattr(a, f).dtype == getattr(b, f).dtype
+            and getattr(a, f).tobytes() == getattr(b, f).tobytes()
+            for f in arrays
+        )
+        and all(
+            np.array(getattr(a, f)).tobytes() == np.array(getattr(b, f)).tobytes() for f in scalars
+        )
+        and a.seen == b.seen
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 20 * 24 * 3600), st.floats(-1e6, 1e6)),
+        max_size=SCALAR_FOLD_MAX_BUCKETS,  # at most as many buckets: `fold` takes the scalar path
+    ),
+    st.integers(-2 * 24 * 3600, 9 * 24 * 3600),
+    st.floats(-1e6, 1e6),
+    st.sampled_from([None, "US", "GB", "ZZ"]),
+)
+@example([], 0, -0.0, None)
+@example([(0, 1.5)], 30 * 24 * 3600, 0.1, "US")  # a month later: everything folds
+def test_one_event_folds_to_the_same_bits_on_the_scalar_path_as_on_the_arrays(
+    earlier: list[tuple[int, float]], offset: int, amount: float, country: str | None
+) -> None:
+    """The service's common append (one event, a small history) takes `fold`'s plain-Python path:
+    any history (late events, events days newer that coarsen or fold buckets, negative zeros)
+    gets the same bits as the array path."""
+    ts = np.array(sorted(s * 1000 for s, _ in earlier), np.int64)
+    history = _fold_arrays(
+        History(),
+        ts,
+        np.array([a for _, a in earlier], np.float64),
+        {"merchant_country": [["US", None, "GB"][i % 3] for i in range(len(earlier))]},
+        SPEC.windows,
+    )
+    newest = int(ts.max()) if len(ts) else 10 * 24 * 3_600_000
+    event = np.array([max(0, newest + offset * 1000)], np.int64)
+    values = {"merchant_country": [country]}
+    expected = _fold_arrays(history, event, np.array([amount]), values, SPEC.windows)
+    assert same_bits(fold(history, event, np.array([amount]), values, SPEC.windows), expected)
 
 
 def test_the_encoding_round_trips() -> None:
