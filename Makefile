@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo orchestrate train gate bento pull push rollout serve monitor redis test test-fast lint bench clean
+.PHONY: install demo orchestrate train gate bento pull push rollout serve monitor redis test test-fast lint bench bench-peers clean
 
 $(UV):
 	$(SYSTEM_PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv "uv==$(strip $(UV_VERSION))"
@@ -101,7 +101,16 @@ lint: install  ## ruff (lint and format), mypy, and the architecture's import ru
 	mypy
 	lint-imports
 
-bench: install
+# The serving bench's peers (MLServer, FastAPI) from their own lock: MLServer needs a FastAPI older
+# than Prefect's, so they cannot share the project's environment.
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.synced: bench/peers/pyproject.toml bench/peers/uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(PEERS_VENV) $(UV) sync --frozen --project bench/peers
+	@touch $@
+
+bench-peers: $(PEERS_VENV)/.synced  ## MLServer and FastAPI for bench/serving.py's side-by-side rows
+
+bench: install bench-peers
 	python bench/model_quality.py
 	python bench/pipeline_scaling.py
 	python bench/serving.py

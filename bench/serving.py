@@ -1,6 +1,6 @@
 """Serving throughput and latency: single-record requests at concurrency 1, 16 and 64, with wrk.
 
-    python bench/serving.py [--duration 10] [--concurrency 1 16 64] [--workers 1]
+    python bench/serving.py [--duration 10] [--concurrency 1 16 64] [--workers 1 2] [--variants ...]
     python bench/serving.py --suite store [--duration 10]
 
 `--suite store` measures the online store instead, in one run: the per-record cost of the hot
@@ -16,20 +16,31 @@ Builds a small trained repo (simulate, `dvc repro`, promote), then measures in o
 - `off`: the same service, one model call per request (serving.batching=off);
 - `bentoml`: the same service with BentoML's batching dispatcher (serving.batching=bentoml);
 - `bare`: a bare ASGI app (uvicorn) that parses and validates the same JSON with the same
-  pydantic model and returns a constant: the ceiling of Python HTTP on this machine.
+  pydantic model and returns a constant: the ceiling of Python HTTP on this machine;
+- the peers, each serving the service's own booster (the repo's chosen LightGBM model) on
+  precomputed feature rows of the repo's test span (so they do less work: no enrichment, log or
+  business logic), all given the same Open Inference Protocol (V2) bodies:
+  `mlserver` (Seldon MLServer 1.7.1 with its LightGBM runtime, defaults), `mlserver-batching`
+  (the same with adaptive batching: `max_batch_size` 64, `max_batch_time` 5 ms) and `fastapi`
+  (FastAPI calling `predict` per request, bench/peers/fastapi_app.py). They run from their own
+  locked environment (`make bench-peers`: MLServer needs a FastAPI older than Prefect's).
 
-The server is pinned to core 0 and wrk (Debian's, unpacked by `make install`) to core 1 when there are 2+ cores
-(with `--workers 2` nothing is pinned). Besides latency and throughput, each row reports the
-server's CPU time per request (all its processes): on a machine shared with other work, that is
-the figure that does not move with the neighbours.
+The server is pinned to core 0 and wrk (Debian's, unpacked by `make install`) to core 1 when
+there are 2+ cores; with several workers (`--workers 1 2` measures the service both ways, the
+peers and the ceiling at one) nothing is pinned. Besides latency and throughput, each row reports
+the server's CPU time per request (all its processes): on a machine shared with other work, that
+is the figure that does not move with the neighbours; and wrk's, which several workers share the
+cores with.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -42,6 +53,10 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PEERS_ENV = ROOT / ".venv-peers"
+PEERS = ("mlserver", "mlserver-batching", "fastapi")
+SERVICE_VARIANTS = ("adaptive", "off", "bentoml")
+MLSERVER_BATCH = {"max_batch_size": 64, "max_batch_time": 0.005}
 sys.path.insert(0, str(ROOT))
 from pipelines import runtime  # noqa: E402
 
@@ -59,19 +74,37 @@ PARAMS = {
     "split": {"test": "6 days"},
     "train": {"validation": "4 days"},
 }
-LUA = r"""
-local counter = 0
-request = function()
-  counter = counter + 1
-  local body = string.format('{"records":[{"transaction_id":"b-%s-%d","ts":"2026-01-22T10:%02d:00","card_id":"c%06d","amount":%d.5,"merchant_category":"grocery","merchant_country":"US","channel":"pos"}]}', RUN, counter, counter % 60, counter % 2000, counter % 300)
-  return wrk.format("POST", "/score", {["Content-Type"]="application/json"}, body)
-end
+# wrk's summary, one line for `measure` to parse.
+DONE = r"""
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %f %f %f %f %d %d\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
+LUA = (
+    r"""
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"records":[{"transaction_id":"b-%s-%d","ts":"2026-01-22T10:%02d:00","card_id":"c%06d","amount":%d.5,"merchant_category":"grocery","merchant_country":"US","channel":"pos"}]}', RUN, counter, counter % 60, counter % 2000, counter % 300)
+  return wrk.format("POST", "/score", {["Content-Type"]="application/json"}, body)
+end
+"""
+    + DONE
+)
+# The peers' requests: one precomputed feature row per request, cycling through BODIES.
+PEER_LUA = (
+    r"""
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/v2/models/fraud/infer", {["Content-Type"]="application/json"},
+    BODIES[counter % #BODIES + 1])
+end
+"""
+    + DONE
+)
 
 
 def free_port() -> int:
@@ -175,6 +208,96 @@ def start(
     return proc, url
 
 
+def peer_inputs(repo: Path, dest: Path, rows: int = 2000) -> Path:
+    """What the peers serve and are sent, in `dest`: the repo's chosen model as LightGBM's text
+    file (model.txt), and `bodies.lua`, a Lua table of V2 request bodies with one feature row each,
+    the service's own encoding of the repo's test span (NaN as null). Raises SystemExit when the
+    chosen family is not LightGBM (the peers' runtime)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.config import load_settings
+    from pipelines.core.layout import Layout
+    from pipelines.io import model_files
+
+    with contextlib.chdir(repo):  # the params' paths are relative to the repo
+        settings = load_settings()
+        family, model = model_files.chosen(settings)
+        test = pd.read_parquet(Layout(settings).test_table).head(rows)
+    if family != "lightgbm":
+        raise SystemExit(f"the peers serve LightGBM boosters; the repo chose {family}")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "model.txt").write_text(model.estimator.booster.model_to_string())
+    matrix = model.matrix(test)
+    bodies = []
+    for row in matrix.tolist():
+        data = [None if np.isnan(v) else v for v in row]
+        tensor = {"name": "predict", "shape": [1, len(data)], "datatype": "FP64", "data": data}
+        bodies.append(json.dumps({"inputs": [tensor]}, separators=(",", ":")))
+    (dest / "bodies.lua").write_text(
+        "BODIES = {\n" + ",\n".join(f"[==[{b}]==]" for b in bodies) + "\n}\n"
+    )
+    return dest
+
+
+def start_peer(variant: str, inputs: Path) -> tuple[subprocess.Popen, str]:
+    """One peer (`PEERS`) on a free port, pinned like the service, serving `inputs`' model."""
+    if not (PEERS_ENV / "bin" / "mlserver").exists():
+        raise SystemExit(f"the peers' environment {PEERS_ENV} is missing: make bench-peers")
+    port = free_port()
+    env = {k: v for k, v in ENV.items() if k != "VIRTUAL_ENV"}
+    if variant == "fastapi":
+        cmd = [
+            str(PEERS_ENV / "bin" / "python"),
+            str(ROOT / "bench" / "peers" / "fastapi_app.py"),
+            "--model",
+            str(inputs / "model.txt"),
+            "--port",
+            str(port),
+        ]
+    else:
+        home = inputs / variant
+        home.mkdir()
+        server = {
+            "host": "127.0.0.1",
+            "http_port": port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "debug": False,  # no access line per request, as the service
+            "environments_dir": str(home / "envs"),
+            "metrics_dir": str(home / "metrics"),
+        }
+        model = {
+            "name": "fraud",
+            "implementation": "mlserver_lightgbm.LightGBMModel",
+            "parameters": {"uri": str(inputs / "model.txt")},
+            **(MLSERVER_BATCH if variant == "mlserver-batching" else {}),
+        }
+        (home / "settings.json").write_text(json.dumps(server))
+        (home / "model-settings.json").write_text(json.dumps(model))
+        cmd = [str(PEERS_ENV / "bin" / "mlserver"), "start", str(home)]
+    proc = subprocess.Popen(
+        [*pin(0), *cmd],
+        cwd=inputs,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc, "/v2/health/ready")
+    body = (inputs / "bodies.lua").read_text().split("[==[", 2)[1].split("]==]", 1)[0]
+    for _ in range(20):
+        response = httpx.post(
+            url + "/v2/models/fraud/infer",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        response.raise_for_status()
+    return proc, url
+
+
 def batch_stats(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics", timeout=10).text
     total = sum(
@@ -226,8 +349,9 @@ def cpu_seconds(root: int) -> float:
 def measure(
     url: str, concurrency: int, duration: int, script: Path, variant: str, server: int
 ) -> dict:
-    before = batch_stats(url) if variant != "bare" else (0.0, 0.0)
-    store_before = store_stats(url) if variant != "bare" else (0.0, 0.0)
+    ours = variant in SERVICE_VARIANTS  # the service's own metrics
+    before = batch_stats(url) if ours else (0.0, 0.0)
+    store_before = store_stats(url) if ours else (0.0, 0.0)
     cpu_before = cpu_seconds(server)
     cmd = [
         *pin(1),
@@ -240,15 +364,20 @@ def measure(
         str(script),
         url,
     ]
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         cmd, capture_output=True, text=True, env={**runtime.os_tool_env(), **ENV}, check=True
     ).stdout
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu_seconds(server) - cpu_before
+    client = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
     rps, p50, p99, top, non2xx, errors = re.search(  # type: ignore[union-attr]
         r"RESULT (\S+) (\S+) (\S+) (\S+) (\d+) (\d+)", out
     ).groups()
-    after = batch_stats(url) if variant != "bare" else (0.0, 0.0)
-    store_after = store_stats(url) if variant != "bare" else (0.0, 0.0)
+    after = batch_stats(url) if ours else (0.0, 0.0)
+    store_after = store_stats(url) if ours else (0.0, 0.0)
     batches = after[1] - before[1]
     requests = float(rps) * duration
     return {
@@ -259,6 +388,7 @@ def measure(
         "non2xx": int(non2xx) + int(errors),
         "batch": (after[0] - before[0]) / batches if batches else float("nan"),
         "cpu_us": cpu / requests * 1e6 if requests else float("nan"),
+        "wrk_us": client / requests * 1e6 if requests else float("nan"),
         "store_calls": store_after[0] - store_before[0],
         "store_slow": store_after[1] - store_before[1],
     }
@@ -512,14 +642,18 @@ def main() -> None:
     )
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--variants", nargs="+", default=["bare", "adaptive", "off", "bentoml"])
+    p.add_argument("--workers", type=int, nargs="+", default=[1])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["bare", *SERVICE_VARIANTS, *PEERS],
+        choices=["bare", *SERVICE_VARIANTS, *PEERS],
+    )
     p.add_argument("--suite", choices=["batching", "store"], default="batching")
     p.add_argument("--long-seconds", type=int, default=60, help="--suite store: the long run")
     p.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     global PIN
-    PIN = args.workers == 1  # several workers need every core; then nothing is pinned
     if args.bare:
         return bare_app(args.bare)
     runtime.os_tool("wrk")  # FileNotFoundError naming the fix (make install) before any work
@@ -532,44 +666,65 @@ def main() -> None:
     try:
         print("building a trained repo ...", flush=True)
         repo = build_repo(work / "repo")
-        results: dict[tuple[str, int], dict] = {}
-        for variant in args.variants:
-            script = work / f"{variant}.lua"
-            script.write_text(f'RUN = "{variant}-{time.time_ns()}"\n' + LUA)
-            proc, url = start(variant, repo, args.workers)
-            try:
-                for c in args.concurrency:
-                    results[variant, c] = r = measure(
-                        url, c, args.duration, script, variant, proc.pid
-                    )
-                    print(
-                        f"  {variant:<9} c={c:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  "
-                        f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  server CPU/req {r['cpu_us']:.0f} µs",
-                        flush=True,
-                    )
-            finally:
-                stop(proc)
+        peers = peer_inputs(repo, work / "peers") if set(args.variants) & set(PEERS) else None
+        results: dict[tuple[str, int, int], dict] = {}
+        for workers in args.workers:
+            PIN = workers == 1  # several workers need every core; then nothing is pinned
+            for variant in args.variants:
+                if workers > 1 and variant not in SERVICE_VARIANTS:
+                    continue  # the ceiling and the peers run one process, pinned
+                script = work / f"{variant}.lua"
+                if variant in PEERS:
+                    assert peers is not None
+                    script.write_text((peers / "bodies.lua").read_text() + PEER_LUA)
+                    proc, url = start_peer(variant, peers)
+                else:
+                    script.write_text(f'RUN = "{variant}-{time.time_ns()}"\n' + LUA)
+                    proc, url = start(variant, repo, workers)
+                try:
+                    for c in args.concurrency:
+                        results[variant, workers, c] = r = measure(
+                            url, c, args.duration, script, variant, proc.pid
+                        )
+                        print(
+                            f"  {variant:<17} workers={workers} c={c:<3} {r['rps']:8.0f} req/s  "
+                            f"p50 {r['p50']:6.1f} ms  p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  "
+                            f"server CPU/req {r['cpu_us']:.0f} µs  wrk CPU/req {r['wrk_us']:.0f} µs",
+                            flush=True,
+                        )
+                finally:
+                    stop(proc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    placement = "server on core 0 and wrk on core 1" if PIN else "server and wrk unpinned"
     print(
-        f"\nSingle-record requests, wrk {args.duration} s per cell, server workers={args.workers}, {placement}\n"
+        f"\nSingle-record requests, wrk {args.duration} s per cell; one worker: server on core 0 "
+        "and wrk on core 1; several workers: nothing pinned (they share the cores with wrk)\n"
     )
     print(
-        "| variant | concurrency | req/s | p50 ms | p99 ms | non-2xx | mean batch | server CPU µs/req "
-        "| vs ceiling | vs off |"
+        "| variant | workers | concurrency | req/s | p50 ms | p99 ms | non-2xx | mean batch "
+        "| server CPU µs/req | wrk CPU µs/req | vs ceiling | vs off | vs MLServer batching "
+        "| vs 1 worker |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for (variant, c), r in results.items():
-        ceiling = results.get(("bare", c), {}).get("rps")
-        off = results.get(("off", c), {}).get("rps")
-        batch = "-" if variant == "bare" else f"{r['batch']:.1f}"
-        vs_ceiling = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
-        vs_off = f"{r['rps'] / off:.2f}x" if off else "-"
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(r: dict, other: tuple[str, int, int], suffix: str = "x") -> str:
+        base = results.get(other, {}).get("rps")
+        return f"{r['rps'] / base:.2f}{suffix}" if base else "-"
+
+    for (variant, workers, c), r in results.items():
+        batch = f"{r['batch']:.1f}" if variant in SERVICE_VARIANTS else "-"
+        scaling = ratio(r, (variant, 1, c)) if workers > 1 else "-"
         print(
-            f"| {variant} | {c} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['non2xx']:,} | "
-            f"{batch} | {r['cpu_us']:,.0f} | {vs_ceiling} | {vs_off} |"
+            f"| {variant} | {workers} | {c} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"{r['non2xx']:,} | {batch} | {r['cpu_us']:,.0f} | {r['wrk_us']:,.0f} | "
+            f"{ratio(r, ('bare', 1, c), '')} | {ratio(r, ('off', workers, c))} | "
+            f"{ratio(r, ('mlserver-batching', 1, c))} | {scaling} |"
+        )
+    if set(args.variants) & set(PEERS):
+        print(
+            f"\nPeers: the same LightGBM booster on precomputed features; MLServer batching "
+            f"{MLSERVER_BATCH}."
         )
 
 

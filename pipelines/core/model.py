@@ -91,8 +91,9 @@ class TabularModel:
             # A dict lookup per value: a batch's few values cost less than building an index.
             found = np.fromiter((codes.get(v, -1) for v in values), dtype=np.float64, count=n)
             missing = found < 0
-            unknown[:, k] = missing & ~pd.isna(values)
-            found[missing] = np.nan
+            if missing.any():  # a value never seen in training, or none (pandas only then)
+                unknown[missing, k] = ~pd.isna(np.asarray(values, dtype=object)[missing])
+                found[missing] = np.nan
             out[:, len(self.numeric) + k] = found
         return out, unknown
 

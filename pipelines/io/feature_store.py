@@ -162,11 +162,15 @@ def group_by_entity(
     columns: Mapping[str, np.ndarray], entities: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
     """A batch's columns split per entity (`entities`: the entity of each row), rows in batch
-    order."""
+    order. An entity with one row (most, in a batch of requests) gets views, not copies."""
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(entities):
         groups.setdefault(e, []).append(i)
-    return {e: {k: np.asarray(v)[rows] for k, v in columns.items()} for e, rows in groups.items()}
+    arrays = {k: np.asarray(v) for k, v in columns.items()}
+    return {
+        e: {k: a[rows[0] : rows[0] + 1] if len(rows) == 1 else a[rows] for k, a in arrays.items()}
+        for e, rows in groups.items()
+    }
 
 
 def seed_content(

@@ -210,7 +210,7 @@ class RedisStore:
         gen = self._current()
         batch = {k: np.asarray(v)[fresh] for k, v in columns.items()}
         kept = [e for e, f in zip(entities, fresh.tolist(), strict=True) if f]
-        groups = group_by_entity(batch, kept)
+        groups = group_by_entity({k: batch[k] for k in self.spec.history_columns}, kept)
         cards = list(groups)
         tokens = [base[e][0] for e in cards]
         values = [

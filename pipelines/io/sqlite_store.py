@@ -149,7 +149,7 @@ class SQLiteStore:
         con.executemany(
             "INSERT INTO ids VALUES (?, ?)", ((i, now) for i in np.asarray(batch[c.id]).tolist())
         )
-        groups = group_by_entity(batch, kept)
+        groups = group_by_entity({k: batch[k] for k in self.spec.history_columns}, kept)
         stored = _histories_in(con, list(groups))
         con.executemany(
             "INSERT INTO cards VALUES (?, ?) "

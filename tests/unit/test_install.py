@@ -103,3 +103,21 @@ def test_the_bento_pins_the_lock_files_versions() -> None:
         if locked.get(name.lower().replace("_", "-")) != version:
             wrong[name] = (version, locked.get(name))
     assert not wrong, f"bentofile.yaml pin -> (pinned, locked): {wrong}"
+
+
+def test_the_serving_peers_predict_with_the_projects_lightgbm_and_numpy() -> None:
+    """bench/serving.py's peers (their own lock: MLServer needs an older FastAPI) serve the
+    service's booster: the same LightGBM and NumPy, so they load it and compute the same."""
+
+    def locked(lock: Path) -> dict[str, str]:
+        return {
+            p["name"]: p["version"]
+            for p in tomllib.loads(lock.read_text())["package"]
+            if "version" in p
+        }
+
+    ours, peers = locked(ROOT / "uv.lock"), locked(ROOT / "bench" / "peers" / "uv.lock")
+    assert {n: peers.get(n) for n in ("lightgbm", "numpy")} == {
+        n: ours[n] for n in ("lightgbm", "numpy")
+    }
+    assert "mlserver" in peers and "mlserver" not in ours

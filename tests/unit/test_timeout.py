@@ -162,3 +162,26 @@ def test_install_makes_bentoml_build_it(monkeypatch: pytest.MonkeyPatch) -> None
     built = [m.cls for m in App(timeout=5).middlewares]
     assert RequestTimeout in built
     assert BENTOML_TIMEOUT not in built
+
+
+def test_the_504_is_sent_before_a_slow_app_has_unwound() -> None:
+    order: list[str] = []
+
+    async def slow_to_unwind(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.2)  # e.g. closing a connection on cancellation
+            order.append("unwound")
+
+    async def send(message: dict) -> None:
+        order.append(str(message.get("status", "body")))
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def main() -> None:
+        await RequestTimeout(slow_to_unwind, timeout=0.05)({"type": "http"}, receive, send)
+
+    asyncio.run(main())
+    assert order == ["504", "body", "unwound"]
