@@ -57,6 +57,7 @@ PEERS_ENV = ROOT / ".venv-peers"
 PEERS = ("mlserver", "mlserver-batching", "fastapi")
 SERVICE_VARIANTS = ("adaptive", "off", "bentoml")
 MLSERVER_BATCH = {"max_batch_size": 64, "max_batch_time": 0.005}
+ONLINE = Path("data/online")  # the online store's directory in the repo (params' serving paths)
 sys.path.insert(0, str(ROOT))
 from pipelines import runtime  # noqa: E402
 
@@ -206,6 +207,12 @@ def start(
             timeout=30,
         )
     return proc, url
+
+
+def restore(snapshot: Path, online: Path) -> None:
+    """Put the online store's directory back as it was in `snapshot`."""
+    shutil.rmtree(online)
+    shutil.copytree(snapshot, online, symlinks=True)
 
 
 def peer_inputs(repo: Path, dest: Path, rows: int = 2000) -> Path:
@@ -667,6 +674,10 @@ def main() -> None:
         print("building a trained repo ...", flush=True)
         repo = build_repo(work / "repo")
         peers = peer_inputs(repo, work / "peers") if set(args.variants) & set(PEERS) else None
+        # Every service starts on the store as seeded: each run appends ~40k events, and a
+        # store grown by the runs before would make the later rows pay for the earlier ones.
+        pristine = work / "online-seeded"
+        shutil.copytree(repo / ONLINE, pristine, symlinks=True)
         results: dict[tuple[str, int, int], dict] = {}
         for workers in args.workers:
             PIN = workers == 1  # several workers need every core; then nothing is pinned
@@ -680,6 +691,7 @@ def main() -> None:
                     proc, url = start_peer(variant, peers)
                 else:
                     script.write_text(f'RUN = "{variant}-{time.time_ns()}"\n' + LUA)
+                    restore(pristine, repo / ONLINE)
                     proc, url = start(variant, repo, workers)
                 try:
                     for c in args.concurrency:
