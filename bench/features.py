@@ -11,6 +11,10 @@ case in turn so a noisy neighbour does not favour one):
   grouped running sums), and its ratio to the one-record call;
 - `64 records`: a call for a batch of 64 records of 64 cards (what the adaptive batcher sends
   under load), per record.
+
+Then the fold that appends one event to a card's history (`core.history.fold`, what the store
+does per card per batch), on both of its paths for the same histories: plain Python (taken up to
+`SCALAR_FOLD_MAX_BUCKETS` buckets) and numpy arrays; where they cross sets that threshold.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ from pipelines.core.features import (  # noqa: E402
     event_columns,
     histories_of,
     online_features,
+)
+from pipelines.core.history import (  # noqa: E402
+    MS_PER_MINUTE,
+    SCALAR_FOLD_MAX_BUCKETS,
+    _fold_arrays,
+    _fold_one,
 )
 
 SPEC = FeatureSpec(Contract(), (1, 24, 168))
@@ -103,6 +113,34 @@ def main() -> None:
         print(
             f"| {size:,} | {buckets} | {one:.0f} | {two:.0f} | {two / one:.1f}x | {many / 64:.1f} |"
         )
+    fold_table(args.rounds)
+
+
+def fold_table(rounds: int) -> None:
+    """µs per fold of one event (a minute after the card's newest) on each path, by buckets."""
+    histories = []
+    for n in (3, 12, 40, 120, 1_000, 100_000):
+        history = histories_of(events(1, n, seed=n), SPEC)["c0"]
+        histories.append((history, int(history.last_ms.max()) + MS_PER_MINUTE))
+    times: dict[tuple[int, str], list[float]] = {}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for i, (history, ts) in enumerate(histories):
+            arrays = (np.array([ts], np.int64), np.array([12.5]), {"merchant_country": ["US"]})
+            for name, fold, fold_args in (
+                ("python", _fold_one, (ts, 12.5, {"merchant_country": "US"})),
+                ("arrays", _fold_arrays, arrays),
+            ):
+                began = time.perf_counter()
+                for _ in range(CALLS):
+                    fold(history, *fold_args, SPEC.windows)  # type: ignore[operator]
+                if round_:
+                    times.setdefault((i, name), []).append((time.perf_counter() - began) / CALLS)
+    print(f"\nFolding one event (plain Python up to {SCALAR_FOLD_MAX_BUCKETS} buckets):\n")
+    print("| buckets | plain Python µs | numpy arrays µs | arrays / Python |")
+    print("|---|---|---|---|")
+    for i, (history, _) in enumerate(histories):
+        py, arr = (float(np.median(times[(i, k)])) * 1e6 for k in ("python", "arrays"))
+        print(f"| {len(history.minute)} | {py:.1f} | {arr:.1f} | {arr / py:.2f}x |")
 
 
 if __name__ == "__main__":
