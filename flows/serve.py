@@ -2,7 +2,7 @@
 
     python -m flows.serve          (make orchestrate starts the local Prefect server too)
 
-- training and deploy: on demand;
+- training, deploy and batch-predict (a table's URL in, the scores' URL out): on demand;
 - drift-check: on the cron schedule from params (drift.cron);
 - retraining: triggered by the server on a confirmed drift (the drift-check run's
   `pipelines.drift.confirmed` event; an erroring check is Failed and triggers nothing); at most
@@ -19,6 +19,7 @@ from flows import notify
 from flows.common import settings
 from flows.deploy import deploy
 from flows.drift import DRIFT_CONFIRMED, drift_check
+from flows.predict import batch_predict
 from flows.retraining import retraining
 from flows.training import training
 
@@ -34,12 +35,13 @@ RETRAIN_ON_DRIFT = DeploymentEventTrigger(
 
 
 def deployments(scheduled: bool = True) -> list:
-    """The four deployments; `scheduled`: the drift check on `drift.cron` (False: on demand only,
+    """The five deployments; `scheduled`: the drift check on `drift.cron` (False: on demand only,
     so that nothing but the caller starts a check, as in tests)."""
     s = settings()
     return [
         training.to_deployment(name="training"),
         deploy.to_deployment(name="deploy"),
+        batch_predict.to_deployment(name="batch-predict"),
         drift_check.to_deployment(name="drift-check", cron=s.drift.cron if scheduled else None),
         retraining.to_deployment(
             name="retraining",

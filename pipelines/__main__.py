@@ -118,6 +118,17 @@ def _drift_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import predict
+
+    summary = predict.run(settings, args.source, args.target, args.model)
+    print(
+        f"predict: {summary['rows']:,} rows of {summary['source']} scored by "
+        f"{summary['model_version']} → {summary['target']} (decisions: {summary['decisions']})"
+    )
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.jobs import demo
 
@@ -190,6 +201,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         "one drift check now, without Prefect (the flow runs it on a schedule)",
         _drift_check,
     ),
+    "predict": (
+        "batch scoring: a table at a URL scored by the champion, written to a URL",
+        _predict,
+    ),
     "serve": ("start the BentoML service on params' host:port", _serve),
     "monitoring": (
         "write monitoring/ (alert rules, Prometheus config, dashboard) for params' project",
@@ -239,6 +254,10 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--out", default=".monitoring/config", help="directory (default: %(default)s)"
             )
+        if name == "predict":
+            sp.add_argument("source", help="the table to score: Parquet, or CSV by .csv; a URL")
+            sp.add_argument("target", help="where the scores go: Parquet, or CSV by .csv; a URL")
+            sp.add_argument("--model", help="a model version tag (default: the champion)")
         if name == "serve":
             sp.add_argument("--port", type=int, help="override serving.port")
             sp.add_argument(
