@@ -673,7 +673,9 @@ def main() -> None:
     try:
         print("building a trained repo ...", flush=True)
         repo = build_repo(work / "repo")
-        peers = peer_inputs(repo, work / "peers") if set(args.variants) & set(PEERS) else None
+        variants = list(dict.fromkeys(args.variants))
+        wanted = set(variants) & set(PEERS) if 1 in args.workers else set()  # peers: 1 worker
+        peers = peer_inputs(repo, work / "peers") if wanted else None
         # Every service starts on the store as seeded: each run appends ~40k events, and a
         # store grown by the runs before would make the later rows pay for the earlier ones.
         pristine = work / "online-seeded"
@@ -681,7 +683,7 @@ def main() -> None:
         results: dict[tuple[str, int, int], dict] = {}
         for workers in args.workers:
             PIN = workers == 1  # several workers need every core; then nothing is pinned
-            for variant in args.variants:
+            for variant in variants:
                 if workers > 1 and variant not in SERVICE_VARIANTS:
                     continue  # the ceiling and the peers run one process, pinned
                 script = work / f"{variant}.lua"
@@ -733,7 +735,7 @@ def main() -> None:
             f"{ratio(r, ('bare', 1, c), '')} | {ratio(r, ('off', workers, c))} | "
             f"{ratio(r, ('mlserver-batching', 1, c))} | {scaling} |"
         )
-    if set(args.variants) & set(PEERS):
+    if peers is not None:
         print(
             f"\nPeers: the same LightGBM booster on precomputed features; MLServer batching "
             f"{MLSERVER_BATCH}."

@@ -16,6 +16,7 @@ as soon as the response starts. `install` makes BentoML build it in place of its
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 
 Scope = MutableMapping[str, Any]
+log = logging.getLogger(__name__)
 
 
 class RequestTimeout(traffic.TimeoutMiddleware):
@@ -48,6 +50,8 @@ class RequestTimeout(traffic.TimeoutMiddleware):
 
         def expire() -> None:
             nonlocal expired
+            if task.cancelling():  # the server gave up on the request: no answer, no 2nd cancel
+                return
             # Answered now, as BentoML does, not after the app has unwound.
             body = {"error": f"Not able to process the request in {self.timeout} seconds"}
             expired = loop.create_task(JSONResponse(body, status_code=504)(scope, receive, send))
@@ -59,13 +63,28 @@ class RequestTimeout(traffic.TimeoutMiddleware):
         except asyncio.CancelledError:
             # Ours (the timeout) is absorbed; the server's (the client left) goes on.
             if expired is None or task.uncancel() > 0:
+                if expired is not None:
+                    expired.add_done_callback(_retrieved)
                 raise
+        except Exception:
+            if expired is None:
+                raise
+            # Cancelled by the timeout, the app failed instead of unwinding: the client has its
+            # 504 already; the failure is the app's, logged, not the server's.
+            log.warning("the app failed after its request timed out", exc_info=True)
         finally:
             timer.cancel()
         if expired is not None:
-            if task.cancelling():  # the app ignored our cancellation: take it back
+            if task.cancelling():  # the app did not end on our cancellation: take it back
                 task.uncancel()
             await expired
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Retrieve the 504's outcome when nobody awaits it (asyncio would log it as never
+    retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def install() -> None:

@@ -23,6 +23,7 @@ from pipelines.core.history import (
     SCALAR_FOLD_MAX_BUCKETS,
     History,
     _fold_arrays,
+    _fold_one,
     fold,
     from_bytes,
     is_late,
@@ -120,37 +121,52 @@ def same_bits(a: History, b: History) -> bool:
     )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+AMOUNTS = st.floats(allow_nan=True, allow_infinity=True)  # a gap is NaN; ±0.0, subnormals
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # squares of 1e308
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.tuples(st.integers(0, 20 * 24 * 3600), st.floats(-1e6, 1e6)),
+        st.tuples(st.integers(0, 20 * 24 * 3600), AMOUNTS),
         max_size=SCALAR_FOLD_MAX_BUCKETS,  # at most as many buckets: `fold` takes the scalar path
     ),
     st.integers(-2 * 24 * 3600, 9 * 24 * 3600),
-    st.floats(-1e6, 1e6),
+    AMOUNTS,
     st.sampled_from([None, "US", "GB", "ZZ"]),
+    st.sampled_from([(1, 24, 168), (2, 12, 720)]),
 )
-@example([], 0, -0.0, None)
-@example([(0, 1.5)], 30 * 24 * 3600, 0.1, "US")  # a month later: everything folds
+@example([], 0, -0.0, None, (1, 24, 168))
+@example([(0, 1.5)], 30 * 24 * 3600, 0.1, "US", (1, 24, 168))  # a month later: everything folds
 def test_one_event_folds_to_the_same_bits_on_the_scalar_path_as_on_the_arrays(
-    earlier: list[tuple[int, float]], offset: int, amount: float, country: str | None
+    earlier: list[tuple[int, float]],
+    offset: int,
+    amount: float,
+    country: str | None,
+    windows_hours: tuple[int, ...],
 ) -> None:
-    """The service's common append (one event, a small history) takes `fold`'s plain-Python path:
-    any history (late events, events days newer that coarsen or fold buckets, negative zeros)
-    gets the same bits as the array path."""
+    """The service's common append (one event, a small history, as stored and read back) takes
+    `fold`'s plain-Python path: any history (late events, events days newer that coarsen or fold
+    buckets, gaps, infinities, negative zeros, other windows) gets the same bits as the array
+    path."""
+    windows = FeatureSpec(Contract(), windows_hours).windows
     ts = np.array(sorted(s * 1000 for s, _ in earlier), np.int64)
     history = _fold_arrays(
         History(),
         ts,
         np.array([a for _, a in earlier], np.float64),
         {"merchant_country": [["US", None, "GB"][i % 3] for i in range(len(earlier))]},
-        SPEC.windows,
+        windows,
     )
+    history = from_bytes(to_bytes(history))  # what a store hands the fold
+    assert len(history.minute) <= SCALAR_FOLD_MAX_BUCKETS
     newest = int(ts.max()) if len(ts) else 10 * 24 * 3_600_000
     event = np.array([max(0, newest + offset * 1000)], np.int64)
     values = {"merchant_country": [country]}
-    expected = _fold_arrays(history, event, np.array([amount]), values, SPEC.windows)
-    assert same_bits(fold(history, event, np.array([amount]), values, SPEC.windows), expected)
+    expected = _fold_arrays(history, event, np.array([amount]), values, windows)
+    scalar = _fold_one(history, int(event[0]), amount, {"merchant_country": country}, windows)
+    assert same_bits(scalar, expected)
+    assert same_bits(fold(history, event, np.array([amount]), values, windows), expected)
 
 
 def test_the_encoding_round_trips() -> None:

@@ -185,3 +185,55 @@ def test_the_504_is_sent_before_a_slow_app_has_unwound() -> None:
 
     asyncio.run(main())
     assert order == ["504", "body", "unwound"]
+
+
+def test_a_request_the_server_cancelled_is_neither_answered_nor_cancelled_again() -> None:
+    """The client left (the server cancels the request) and the app's cleanup outlasts the
+    timeout: no 504 to nobody, and the cleanup is not cut short by a second cancellation."""
+    order: list[str] = []
+
+    async def slow_cleanup(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # longer than what is left of the timeout
+            order.append("cleaned up")
+            raise
+
+    async def send(message: dict) -> None:
+        order.append(str(message.get("status", "body")))
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def main() -> None:
+        middleware = RequestTimeout(slow_cleanup, timeout=0.05)
+        request = asyncio.ensure_future(middleware({"type": "http"}, receive, send))
+        await asyncio.sleep(0.01)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    asyncio.run(main())
+    assert order == ["cleaned up"]
+
+
+def test_an_app_failing_on_the_timeouts_cancellation_still_leaves_one_504(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def converts(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    async def main() -> tuple[list[dict], int]:
+        sent = await call(RequestTimeout(converts, timeout=0.05))
+        task = asyncio.current_task()
+        assert task is not None
+        return sent, task.cancelling()
+
+    sent, cancelling = asyncio.run(main())
+    assert [m.get("status") for m in sent] == [504, None]
+    assert cancelling == 0  # the request's task is not left marked as cancelled
+    assert "the app failed after its request timed out" in caplog.text
