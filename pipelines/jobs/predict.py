@@ -49,9 +49,7 @@ def validate(events: pd.DataFrame, settings: Settings, name: str) -> None:
     """Raise ValueError naming `name`, the missing columns, or the first SHOWN_PROBLEMS invalid
     rows (0-based positions) and fields, when any row is not a record the service accepts."""
     contract = settings.contract
-    needed = [contract.id, contract.timestamp, *([contract.entity] if contract.entity else [])]
-    needed += [*contract.numeric, *contract.categorical]
-    needed = list(dict.fromkeys(needed))
+    needed = list(dict.fromkeys(contract.columns))
     missing = [c for c in needed if c not in events.columns]
     if missing:
         raise ValueError(f"{name} lacks columns {missing} (it has {list(events.columns)})")
