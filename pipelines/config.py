@@ -110,6 +110,11 @@ class Contract(_Frozen):
         ent = (self.entity,) if self.entity else ()
         return (self.id, self.timestamp, *ent, *self.numeric, *self.categorical)
 
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Columns that hold codes, read as text whatever a file stores them as (`021`, 21)."""
+        return tuple(n for n in (self.id, self.entity, *self.categorical) if n)
+
     @model_validator(mode="after")
     def _consistent(self) -> Contract:
         if self.amount is not None and self.amount not in self.numeric:

@@ -142,8 +142,8 @@ def conform(table: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     for name in (contract.timestamp, contract.label_timestamp):
         if name and name in out.columns:
             out[name] = naive_utc(out[name], name)
-    for name in (contract.id, contract.entity, *contract.categorical):
-        if name and name in out.columns:
+    for name in contract.text_columns:
+        if name in out.columns:
             out[name] = as_text(out[name])
     return out
 

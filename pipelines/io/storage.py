@@ -201,6 +201,15 @@ def read_table(url: str, text_columns: Iterable[str] = (), decimal: str = ".") -
         raise ValueError(f"cannot read the CSV table {url}: {err}") from None
 
 
+def write_table(frame: pd.DataFrame, url: str) -> None:
+    """`read_table`'s counterpart: `frame` as CSV (by the extension `.csv`) or Parquet at `url`,
+    written in one piece (`write_bytes`)."""
+    if url.endswith(".csv"):
+        write_text(url, frame.to_csv(index=False))
+    else:
+        write_parquet(frame, url)
+
+
 def partition_url(base: str, day: dt.date) -> str:
     return join(base, f"date={day.isoformat()}", "part-0.parquet")
 

@@ -6,8 +6,9 @@ change or a table from another team is scored here, with the same model, feature
 as the service, and without a server.
 
 - **Input**: Parquet, or CSV by the extension `.csv` (`io.storage.read_table`); local paths or
-  any URL the project reads (`s3://...`). Columns beyond the contract's (a label, say) are
-  ignored.
+  any URL the project reads (`s3://...`); read as ingest reads a team's table (codes as text,
+  timestamps naive UTC: `core.dataset.conform`). Columns beyond the contract's (a label, say)
+  are ignored.
 - **Validation**: every row as the service validates a request (`serving.schema.record_model`
   with the gate's reference: the contract's columns, the amount range the gate derived, the
   columns allowed gaps). A table with any invalid row is refused, naming the first rows and
@@ -27,13 +28,13 @@ as the service, and without a server.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from pipelines.config import Settings
+from pipelines.core.dataset import conform
 from pipelines.core.features import FeatureSpec, build_features
 from pipelines.core.model import TabularModel
 from pipelines.io import gate_reference, storage
@@ -75,12 +76,10 @@ def score(
     events: pd.DataFrame, model: TabularModel, version: str, settings: Settings
 ) -> pd.DataFrame:
     """The output rows (see the module docstring) of valid `events`, in their order."""
-    spec = FeatureSpec.from_settings(settings)
-    features = build_features(events.reset_index(drop=True), spec)
-    probability = model.predict_proba(features)
+    events = events.reset_index(drop=True)
+    probability = model.predict_proba(build_features(events, FeatureSpec.from_settings(settings)))
     c = settings.contract
-    keep = [c.id, c.timestamp, *([c.entity] if c.entity else [])]
-    out = events[keep].reset_index(drop=True).copy()
+    out = events[[c.id, c.timestamp, *([c.entity] if c.entity else [])]].copy()
     policy = Policy.of(settings.serving.decisions, settings.serving.default_decision)
     out[LogColumn.PROBABILITY] = probability
     out[LogColumn.DECISION] = policy.decide(probability)
@@ -101,12 +100,12 @@ def run(settings: Settings, source: str, target: str, model: str | None = None) 
             "no champion to score with: promote a model (python -m pipelines promote latest) "
             "or pass --model"
         )
-    c = settings.contract
-    text = [c.id, *([c.entity] if c.entity else []), *c.categorical]
-    events = storage.read_table(source, text_columns=text)
+    # As ingest reads a team's table: codes as text, timestamps naive UTC.
+    table = storage.read_table(source, settings.contract.text_columns, settings.ingest.csv_decimal)
+    events = conform(table, settings.contract)
     validate(events, settings, source)
     scored = score(events, registry.load(version), version, settings)
-    _write(scored, target)
+    storage.write_table(scored, target)
     return {
         "source": source,
         "target": target,
@@ -131,12 +130,3 @@ def _as_json_values(frame: pd.DataFrame, timestamp: str) -> pd.DataFrame:
         for t, given in zip(parsed, out[timestamp], strict=True)
     ]
     return out
-
-
-def _write(frame: pd.DataFrame, url: str) -> None:
-    if url.endswith(".csv"):
-        buffer = io.StringIO()
-        frame.to_csv(buffer, index=False)
-        storage.write_text(url, buffer.getvalue())
-    else:
-        storage.write_parquet(frame, url)

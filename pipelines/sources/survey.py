@@ -16,7 +16,6 @@ the early years decays on the later ones (concept drift) and retraining wins som
 from __future__ import annotations
 
 import argparse
-import io
 
 import numpy as np
 import pandas as pd
@@ -90,12 +89,7 @@ def generate(
 
 def write(table: pd.DataFrame, url: str) -> None:
     """`table` as CSV (`.csv`) or Parquet at `url`, atomically."""
-    if url.endswith(".csv"):
-        buffer = io.StringIO()
-        table.to_csv(buffer, index=False)
-        storage.write_bytes(url, buffer.getvalue().encode())
-    else:
-        storage.write_parquet(table, url)
+    storage.write_table(table, url)
 
 
 def main(argv: list[str] | None = None) -> int:

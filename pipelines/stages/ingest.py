@@ -90,8 +90,7 @@ def read_single_table(settings: Settings) -> tuple[pd.DataFrame, Window, dict[st
     Raises ValueError naming the file when the timestamp column is missing or no row is in the window.
     """
     c, win = settings.contract, settings.ingest
-    text = [name for name in (c.id, c.entity, *c.categorical) if name]
-    table = storage.read_table(settings.paths.source, text, win.csv_decimal)
+    table = storage.read_table(settings.paths.source, c.text_columns, win.csv_decimal)
     if c.timestamp not in table.columns:
         raise ValueError(
             f"{settings.paths.source} has no column {c.timestamp!r} (contract.timestamp); "
