@@ -277,6 +277,38 @@ class Validate(_Frozen):
     )
 
 
+class Compute(_Frozen):
+    """The engine the data stages run on: pandas in this process, or Dask (dask.distributed).
+
+    `local` is the default and today's behaviour. `dask` starts a LocalCluster of `workers`
+    processes for the stage and stops it after, or connects to the scheduler at `address` (a
+    user's cluster, started with `dask scheduler` / `dask worker`). The stage code is the same:
+    only where the frames live changes (`pipelines.io.compute`)."""
+
+    engine: Literal["local", "dask"] = "local"
+    address: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="An existing scheduler (`tcp://host:8786`); null starts a LocalCluster.",
+    )
+    workers: int = Field(2, ge=1, description="LocalCluster worker processes.")
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = Field(
+        "4GB", description="Per LocalCluster worker (Dask's units: '4GB', '512MiB')."
+    )
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        description="Partitions the entities are shuffled into; null: 4 per worker thread.",
+    )
+
+    @model_validator(mode="after")
+    def _engine_of_address(self) -> Compute:
+        if self.address is not None and self.engine != "dask":
+            raise ValueError("compute.address is a Dask scheduler: set compute.engine: dask too")
+        return self
+
+
 class Features(_Frozen):
     """Feature settings (pipelines/core/features.py): history windows in hours, and the features
     derived from each request's timestamp."""
@@ -756,6 +788,7 @@ class Settings(_Frozen):
     ingest: Ingest = Ingest()
     validate_: Validate = Field(Validate(), alias="validate")
     features: Features = Features()
+    compute: Compute = Compute()
     split: Split = Split()
     train: Train = Train()
     tune: Tune = Tune()

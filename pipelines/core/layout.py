@@ -47,12 +47,13 @@ class Layout:
 
     @property
     def train_table(self) -> str:
-        """featurize: labelled feature rows before the split time (Parquet)."""
+        """featurize: labelled feature rows before the split time (Parquet: one file, or a
+        dataset directory when `compute.engine` is dask; `storage.read_parquet` reads both)."""
         return join(self.settings.paths.features, "train.parquet")
 
     @property
     def test_table(self) -> str:
-        """featurize: labelled feature rows from the split time on (Parquet)."""
+        """featurize: labelled feature rows from the split time on (Parquet, as `train_table`)."""
         return join(self.settings.paths.features, "test.parquet")
 
     def model(self, family: str) -> str:

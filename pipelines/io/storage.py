@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.core.layout import join
@@ -82,9 +84,26 @@ def _write_bytes(url: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_local(tmp, path)
     else:
         fs.pipe_file(path, data)
+
+
+def replace_local(tmp: str, path: str) -> None:
+    """Move the local file or directory `tmp` to `path`, replacing what is there (a file or a
+    directory: an engine switch turns one table file into a dataset directory or back). A file
+    is replaced atomically; a directory is moved aside first, so `path` is briefly absent (a
+    reader then finds nothing, never a mix of two writes)."""
+    if os.path.lexists(path) and (os.path.isdir(path) or os.path.isdir(tmp)):
+        old = f"{path}.old-{uuid.uuid4().hex}"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.remove(old)
+    else:
+        os.replace(tmp, path)
 
 
 def read_bytes(url: str) -> bytes:
@@ -122,13 +141,44 @@ def write_parquet(df: pd.DataFrame, url: str) -> None:
     write_bytes(url, buf.getvalue())
 
 
+# Written last into a Parquet dataset directory (Dask's `write_metadata_file`): a directory
+# without it was left by a writer that stopped part way, and is never read as a table.
+DATASET_MARKER = "_metadata"
+
+
 def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The table at `url`: one Parquet file, or a dataset directory of `part-*.parquet` files (the
+    Dask engine's output) read in their names' order. Raises FileNotFoundError when absent,
+    ValueError naming the URL when it is corrupt or a dataset lacks its `_metadata` marker."""
+    with _naming(url):
+        fs, path = filesystem(url)
+        is_dataset = fs.isdir(path)
+    if is_dataset:
+        return _read_dataset(url, columns)
     try:
         return pd.read_parquet(io.BytesIO(read_bytes(url)), columns=columns)
     except FileNotFoundError:
         raise
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise ValueError(f"cannot read Parquet at {url}: {err}") from None
+
+
+def _read_dataset(url: str, columns: list[str] | None) -> pd.DataFrame:
+    if not exists(join(url, DATASET_MARKER)):
+        raise ValueError(
+            f"{url} is an incomplete Parquet dataset (no {DATASET_MARKER}): its writer stopped "
+            "part way; rerun the stage that writes it"
+        )
+    files = glob(url, "part-*.parquet")
+    if not files:
+        raise ValueError(f"the Parquet dataset at {url} has no part-*.parquet files")
+    with _naming(url):
+        fs, _ = filesystem(url)
+    try:
+        parts = [pq.read_table(f, columns=columns, filesystem=fs) for f in files]
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"cannot read the Parquet dataset at {url}: {err}") from None
+    return pa.concat_tables(parts).to_pandas()
 
 
 def glob(base: str, pattern: str) -> list[str]:

@@ -45,3 +45,32 @@ def test_an_unreachable_prediction_log_is_named(monkeypatch: pytest.MonkeyPatch)
             dt.datetime(2026, 1, 2),
             ["ts"],
         )
+
+
+def test_a_dataset_directory_reads_in_part_order_and_only_when_complete(tmp_path: Path) -> None:
+    import pandas as pd
+
+    url = tmp_path / "train.parquet"
+    url.mkdir()
+    for i, values in enumerate([[1.0, 2.0], [3.0], []]):
+        pd.DataFrame({"x": values}, dtype="float64").to_parquet(url / f"part-{i:05d}.parquet")
+    with pytest.raises(ValueError, match="incomplete Parquet dataset .*no _metadata"):
+        storage.read_parquet(str(url))
+    (url / storage.DATASET_MARKER).write_bytes(b"")  # written last by the writer
+    assert storage.read_parquet(str(url))["x"].tolist() == [1.0, 2.0, 3.0]
+    (url / "part-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="cannot read the Parquet dataset"):
+        storage.read_parquet(str(url))
+
+
+def test_a_table_file_and_a_dataset_directory_replace_each_other(tmp_path: Path) -> None:
+    target = tmp_path / "train.parquet"
+    target.write_text("file")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "part-00000.parquet").write_text("part")
+    storage.replace_local(str(staged), str(target))
+    assert (target / "part-00000.parquet").read_text() == "part" and not staged.exists()
+    storage.write_text(str(target), "file again")
+    assert target.read_text() == "file again"
+    assert [p.name for p in tmp_path.iterdir()] == ["train.parquet"]

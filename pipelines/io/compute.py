@@ -1,0 +1,223 @@
+"""Where a stage's frames live: pandas in this process (`local`), or a Dask cluster (`dask`).
+
+A stage is written once against `Engine`: it reads a table, applies a pure pandas function to
+frames that each hold whole entities (`per_entity`), sorts, filters with ordinary pandas
+expressions (the same on a pandas and a Dask frame) and writes. `Local` runs that in process as
+before; `Dask` runs it on a LocalCluster started for the stage or on the scheduler at
+`compute.address`, and writes each table as a Parquet dataset directory (`part-*.parquet`, then
+`_metadata` last: `storage.read_parquet` reads either form, and refuses a directory without the
+marker). Chosen by `compute.engine` (`engine(settings)`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import Compute, Settings
+from pipelines.io import storage
+
+PartFunction = Callable[..., pd.DataFrame]
+
+
+class Engine(ABC):
+    """The few operations a stage needs where the data lives; everything else is the frame's
+    own pandas API. A 'frame' is a pandas DataFrame (`Local`) or a dask DataFrame (`Dask`)."""
+
+    tag: ClassVar[str]
+
+    @abstractmethod
+    def read_parquet(self, url: str) -> Any:
+        """The table at `url` (a file or a dataset directory)."""
+
+    @abstractmethod
+    def per_entity(self, frame: Any, fn: PartFunction, entity: str | None, *args: Any) -> Any:
+        """`fn(part, *args)` over parts that each hold all the rows of their entities (every row
+        of one `entity` value in the same part; any split when `entity` is None); `fn` returns a
+        pandas frame whose columns do not depend on the part."""
+
+    @abstractmethod
+    def sort(self, frame: Any, by: list[str], like: Any = None) -> Any:
+        """`frame` ordered by the columns `by` (ascending, a total order when they are unique).
+        `like`: a column distributed as `frame[by[0]]` and cheaper to compute (the input's),
+        from which a cluster takes its partition boundaries instead of computing `frame` twice."""
+
+    @abstractmethod
+    def values(self, *results: Any) -> tuple[Any, ...]:
+        """Reductions (`frame[...].sum()`) as plain values, computed in one pass."""
+
+    @abstractmethod
+    def write_parquet(self, tables: dict[str, Any]) -> dict[str, int]:
+        """Write every url → frame in one pass over the inputs; returns each table's rows. No
+        table looks complete before it is (a local write is moved into place whole)."""
+
+
+class Local(Engine):
+    """pandas in this process: today's path, nothing started."""
+
+    tag = "local"
+
+    def read_parquet(self, url: str) -> pd.DataFrame:
+        return storage.read_parquet(url)
+
+    def per_entity(
+        self, frame: pd.DataFrame, fn: PartFunction, entity: str | None, *args: Any
+    ) -> pd.DataFrame:
+        return fn(frame, *args)
+
+    def sort(self, frame: pd.DataFrame, by: list[str], like: Any = None) -> pd.DataFrame:
+        return frame.sort_values(by, ignore_index=True)
+
+    def values(self, *results: Any) -> tuple[Any, ...]:
+        return results
+
+    def write_parquet(self, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+        for url, frame in tables.items():
+            storage.write_parquet(frame, url)
+        return {url: len(frame) for url, frame in tables.items()}
+
+
+class Dask(Engine):
+    """A `distributed.Client`'s cluster; `partitions`: how many parts `per_entity` shuffles into."""
+
+    tag = "dask"
+
+    def __init__(self, client: Any, partitions: int) -> None:
+        self.client = client
+        self.partitions = partitions
+
+    def read_parquet(self, url: str) -> Any:
+        import dask.dataframe as dd
+
+        return dd.read_parquet(url, storage_options=storage.storage_options(url))
+
+    def per_entity(self, frame: Any, fn: PartFunction, entity: str | None, *args: Any) -> Any:
+        # The output's schema, from the function itself on a few real rows: Dask's guess from
+        # made-up values would run the feature code on data it was never meant to see.
+        meta = fn(frame.head(64, npartitions=-1), *args).iloc[:0]
+        parts = (
+            frame.shuffle(on=entity, npartitions=self.partitions)
+            if entity
+            else frame.repartition(npartitions=self.partitions)
+        )
+        return parts.map_partitions(fn, *args, meta=meta)
+
+    def sort(self, frame: Any, by: list[str], like: Any = None) -> Any:
+        # Boundaries computed here, not by `sort_values`: it computes them inside a cached
+        # property, and Python 3.11's cached_property lock then deadlocks the scheduler a
+        # LocalCluster runs in this process when it materialises that very graph.
+        column = frame[by[0]] if like is None else like
+        probs = np.linspace(0.0, 1.0, self.partitions + 1)
+        bounds = sorted(set(column.quantile(probs).compute().tolist()))
+        divisions = bounds if len(bounds) > 1 else bounds * 2
+        meta = frame._meta
+        ranged = frame.set_index(by[0], divisions=divisions, sort=True).reset_index()
+        return ranged.map_partitions(_sorted_part, by, list(meta.columns), meta=meta)
+
+    def values(self, *results: Any) -> tuple[Any, ...]:
+        import dask
+
+        return tuple(dask.compute(*results))
+
+    def write_parquet(self, tables: dict[str, Any]) -> dict[str, int]:
+        import dask
+
+        staged = {url: _staging(url) for url in tables}
+        writes = [
+            tables[url].to_parquet(
+                where,
+                write_index=False,
+                write_metadata_file=True,
+                name_function=lambda i: f"part-{i:05d}.parquet",
+                storage_options=storage.storage_options(where),
+                overwrite=True,
+                compute=False,
+            )
+            for url, where in staged.items()
+        ]
+        counts = [frame.map_partitions(len).sum() for frame in tables.values()]
+        try:
+            _, rows = dask.compute(writes, counts)
+        except BaseException as err:
+            for url, where in staged.items():
+                if where != url:
+                    shutil.rmtree(where, ignore_errors=True)
+            if not isinstance(err, Exception):
+                raise
+            raise RuntimeError(
+                f"the Dask computation of {', '.join(tables)} failed ({type(err).__name__}: "
+                f"{err}); no table was completed (a local one was not written, a remote one "
+                f"lacks {storage.DATASET_MARKER} and is never read)"
+            ) from err
+        for url, where in staged.items():
+            if where != url:
+                storage.replace_local(where, url)
+        return {url: int(n) for url, n in zip(tables, rows, strict=True)}
+
+
+def _sorted_part(part: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    return part.sort_values(by)[columns]
+
+
+def _staging(url: str) -> str:
+    """Where a dataset is written before it is complete: a local sibling moved into place after,
+    or the URL itself on an object store (no rename there; `_metadata`, written last, is the
+    completeness marker)."""
+    if "://" in url and not url.startswith("file://"):
+        return url
+    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+    return f"{url}.tmp-{uuid.uuid4().hex}"
+
+
+@contextlib.contextmanager
+def engine(settings: Settings) -> Iterator[Engine]:
+    """The engine `settings.compute` names, ready for one stage and released after it: a
+    LocalCluster is started (on 127.0.0.1) and stopped; a client of `compute.address`
+    is closed, leaving the user's cluster running. Raises ConnectionError naming the address
+    when its scheduler cannot be reached."""
+    c = settings.compute
+    if c.engine == "local":
+        yield Local()
+        return
+    with _client(c) as client:
+        threads = sum(client.nthreads().values())
+        yield Dask(client, c.partitions or max(1, 4 * threads))
+
+
+@contextlib.contextmanager
+def _client(c: Compute) -> Iterator[Any]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    # Strings stay pandas' own dtype, so a Dask stage writes the same table as a local one.
+    with dask.config.set({"dataframe.convert-string": False}):
+        if c.address:
+            try:
+                client = Client(c.address, timeout="20s")
+            except OSError as err:
+                raise ConnectionError(
+                    f"cannot reach the Dask scheduler at {c.address} (compute.address): {err}"
+                ) from None
+            with client:
+                yield client
+            return
+        with (
+            LocalCluster(
+                n_workers=c.workers,
+                threads_per_worker=c.threads_per_worker,
+                memory_limit=c.memory_limit,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # not Dask's fixed 8787: clusters side by side
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client

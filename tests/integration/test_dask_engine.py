@@ -1,0 +1,279 @@
+"""The Dask engine on real clusters: a LocalCluster the stage starts, and a scheduler and two
+workers started with the `dask` command-line tools and given by address, as a user's would be."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.config import Settings, load_settings
+from pipelines.core.features import FeatureSpec
+from pipelines.core.layout import Layout
+from pipelines.io import compute, storage
+from pipelines.stages import featurize
+from tests.conftest import SMALL_PARAMS, deep_update, make_repo, run
+from tests.integration.conftest import free_port, stop_group
+from tests.unit.test_features import events
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker` processes (one thread each) on 127.0.0.1."""
+    from distributed import Client
+
+    logs = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                address.rsplit(":", 1)[1],
+                "--no-dashboard",
+            ],
+            stdout=(logs / "scheduler.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ]
+    for i in range(2):
+        procs.append(
+            subprocess.Popen(
+                [
+                    DASK,
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    "2GiB",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                ],
+                stdout=(logs / f"worker{i}.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    try:
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            stop_group(proc, timeout=15)
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo copy whose source is simulated and has passed ingest and the data gate."""
+    repo = make_repo(tmp_path_factory.mktemp("dask-repo") / "repo", SMALL_PARAMS)
+    run([sys.executable, "-m", "pipelines", "simulate"], repo)
+    run(["dvc", "repro", "validate"], repo)
+    return repo
+
+
+def with_compute(repo: Path, **compute_params: object) -> Settings:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["compute"] = {**params["compute"], **compute_params}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return load_settings(repo / "params.yaml").located(repo)
+
+
+def local_tables(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    raw = storage.read_parquet(Layout(settings).raw_table)
+    return featurize.featurize(raw, settings)
+
+
+def written_tables(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    layout = Layout(settings)
+    return storage.read_parquet(layout.train_table), storage.read_parquet(layout.test_table)
+
+
+def assert_same_tables(settings: Settings) -> None:
+    for expected, got in zip(local_tables(settings), written_tables(settings), strict=True):
+        assert len(got) > 1000
+        pd.testing.assert_frame_equal(got, expected.reset_index(drop=True), check_exact=True)
+
+
+def test_featurize_on_a_local_cluster_writes_exactly_the_pandas_tables(validated: Path) -> None:
+    settings = with_compute(validated, engine="dask", address=None, workers=2, partitions=6)
+    featurize.run(settings)
+    train_dir = Path(Layout(settings).train_table)
+    assert train_dir.is_dir() and (train_dir / storage.DATASET_MARKER).exists()
+    assert len(list(train_dir.glob("part-*.parquet"))) == 6
+    assert_same_tables(settings)
+    # Back on pandas, the dataset directory becomes one file again, with the same rows.
+    local = with_compute(validated, engine="local", address=None)
+    featurize.run(local)
+    assert Path(Layout(local).train_table).is_file()
+    assert_same_tables(local)
+
+
+def test_featurize_on_a_users_cluster_by_address(validated: Path, cluster: str) -> None:
+    settings = with_compute(validated, engine="dask", address=cluster, partitions=None)
+    out = run([sys.executable, "-m", "pipelines", "featurize"], validated)
+    assert "dask" in out.stdout
+    assert_same_tables(settings)
+
+
+def test_a_worker_killed_during_featurize_never_leaves_a_complete_looking_output(
+    validated: Path, cluster: str
+) -> None:
+    from distributed import Client
+
+    settings = with_compute(validated, engine="dask", address=cluster, partitions=16)
+    layout = Layout(settings)
+    for url in (layout.train_table, layout.test_table):
+        storage.remove(url)
+    with Client(cluster, timeout="30s") as client:
+        pids = client.run(os.getpid)  # worker address -> pid
+        stage = subprocess.Popen(
+            [sys.executable, "-m", "pipelines", "featurize"],
+            cwd=validated,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Kill a worker once it holds results the stage still needs.
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and stage.poll() is None and time.monotonic() < deadline:
+            held = {w: keys for w, keys in client.has_what().items() if keys}
+            victim = next(iter(held), None)
+            time.sleep(0.01)
+        assert victim is not None, "the stage finished before any worker held a result"
+        os.kill(pids[victim], signal.SIGKILL)
+        killed_while_running = stage.poll() is None
+        out, err = stage.communicate(timeout=300)
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
+    assert killed_while_running
+    print(f"killed {victim}: the stage exited {stage.returncode}")
+    if stage.returncode == 0:  # Dask recomputed what the worker held
+        assert_same_tables(settings)
+    else:
+        assert "no table was completed" in err, err[-2000:]
+        for url in (layout.train_table, layout.test_table):
+            with pytest.raises((FileNotFoundError, ValueError)):
+                storage.read_parquet(url)
+
+
+def test_an_unreachable_scheduler_is_named(validated: Path) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = with_compute(validated, engine="dask", address=address)
+    with (
+        pytest.raises(ConnectionError, match=f"Dask scheduler at {address}"),
+        compute.engine(settings),
+    ):
+        pass
+
+
+@contextlib.contextmanager
+def dask_engine(cluster: str) -> Iterator[compute.Engine]:
+    from pipelines.config import parse_settings
+
+    with compute.engine(
+        parse_settings({"compute": {"engine": "dask", "address": cluster, "partitions": 3}})
+    ) as engine:
+        yield engine
+
+
+SPEC = FeatureSpec.from_settings(load_settings(Path(__file__).parents[2] / "params.yaml"))
+
+
+def features_on(engine: compute.Engine, table: pd.DataFrame) -> pd.DataFrame:
+    import dask.dataframe as dd
+
+    frame = dd.from_pandas(table, npartitions=2)
+    out = engine.per_entity(frame, featurize.labelled_features, "card_id", SPEC)
+    done = engine.sort(out, ["ts", "transaction_id"]).compute()
+    return done.reset_index(drop=True)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(seed=st.integers(0, 10_000), pivot=st.floats(0.1, 0.9))
+def test_on_dask_later_rows_never_leak_into_a_row_and_the_features_are_the_pandas_ones(
+    cluster: str, seed: int, pivot: float
+) -> None:
+    df = events(300, seed, cards=7)
+    df["is_fraud"] = np.random.default_rng(seed).integers(0, 2, len(df))
+    cut = df["ts"].quantile(pivot)
+    tampered = df.copy()
+    later = tampered["ts"] > cut
+    tampered.loc[later, "amount"] *= 100
+    tampered.loc[later, "merchant_country"] = "XX"
+    with dask_engine(cluster) as engine:
+        a, b = features_on(engine, df), features_on(engine, tampered)
+    expected = featurize.labelled_features(df, SPEC).sort_values(["ts", "transaction_id"])
+    pd.testing.assert_frame_equal(a, expected.reset_index(drop=True), check_exact=True)
+    keep = (a["ts"] <= cut).to_numpy()
+    pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True)
+    assert not a[~keep].equals(b[~keep])  # the tampering shows where it should
+
+
+def test_a_failed_computation_keeps_the_previous_table_and_says_so(
+    cluster: str, tmp_path: Path
+) -> None:
+    import dask.dataframe as dd
+
+    url = str(tmp_path / "features" / "train.parquet")
+    storage.write_parquet(pd.DataFrame({"x": [1.0, 2.0]}), url)
+    with dask_engine(cluster) as engine:
+        frame = dd.from_pandas(pd.DataFrame({"x": np.arange(100.0)}), npartitions=4)
+        broken = frame.map_partitions(lambda part: part[["no such column"]], meta=frame._meta)
+        with pytest.raises(RuntimeError, match="train.parquet failed .*no table was completed"):
+            engine.write_parquet({url: broken})
+        assert storage.read_parquet(url)["x"].tolist() == [1.0, 2.0]
+        assert engine.write_parquet({url: frame}) == {url: 100}
+    assert storage.read_parquet(url)["x"].tolist() == list(np.arange(100.0))
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["train.parquet"]
+
+
+def test_dvc_repro_on_a_local_cluster_trains_the_models_pandas_trains(tmp_path: Path) -> None:
+    params = deep_update(SMALL_PARAMS, {"compute": {"engine": "dask", "partitions": 4}})
+    repo = make_repo(tmp_path / "repo", params)
+    run([sys.executable, "-m", "pipelines", "simulate"], repo)
+    first = run(["dvc", "repro", "evaluate"], repo)
+    assert ", dask) →" in first.stdout
+    settings = load_settings(repo / "params.yaml").located(repo)
+    assert Path(Layout(settings).train_table).is_dir()
+    assert_same_tables(settings)
+    models = {f: Path(Layout(settings).model(f)).read_bytes() for f in ("lightgbm", "logistic")}
+    assert "Running stage" not in run(["dvc", "repro", "evaluate"], repo).stdout
+
+    # The engine is not a dependency of any stage (it changes no feature): nothing to redo...
+    with_compute(repo, engine="local")
+    assert "Running stage" not in run(["dvc", "repro", "evaluate"], repo).stdout
+    # ...and featurize forced on pandas gives the tables, then the models, byte for byte.
+    run(["dvc", "repro", "--force", "--single-item", "featurize"], repo)
+    assert Path(Layout(settings).train_table).is_file()
+    again = run(["dvc", "repro", "evaluate"], repo)
+    assert "Running stage 'train'" in again.stdout
+    assert {f: Path(Layout(settings).model(f)).read_bytes() for f in models} == models
