@@ -169,9 +169,14 @@ def validation_split(
     ts = data[timestamp]
     cut = validation.before(ts.max())
     early, late = data[(ts < cut).to_numpy()], data[(ts >= cut).to_numpy()]
-    if early.empty or late.empty:
+    check_validation_rows(len(early), len(late), validation)
+    return early, late, cut
+
+
+def check_validation_rows(fit_rows: int, validation_rows: int, validation: Span) -> None:
+    """Raises ValueError naming `train.validation` when either side of its split is empty."""
+    if not fit_rows or not validation_rows:
         raise ValueError(
             f"train.validation ({validation}) before the newest training row leaves "
-            f"{len(early)} rows to fit and {len(late)} to validate: shorten or lengthen it"
+            f"{fit_rows} rows to fit and {validation_rows} to validate: shorten or lengthen it"
         )
-    return early, late, cut

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,8 +137,31 @@ class TabularModel:
         self.__dict__.update(state)
 
 
-def _levels(X: pd.DataFrame, spec: FeatureSpec) -> dict[str, list[str]]:
-    return {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in spec.categorical}
+def levels_of(values: Mapping[str, Iterable[Any]]) -> dict[str, list[str]]:
+    """Each categorical column's training levels: its distinct non-missing values as text,
+    sorted (code i is level i)."""
+    return {c: sorted({str(v) for v in vals if not pd.isna(v)}) for c, vals in values.items()}
+
+
+def check_trainable(classes: int, infinite: Mapping[str, int]) -> None:
+    """Raises ValueError when the labels hold fewer than two `classes`, or a feature column has
+    infinite values (`infinite`: count per column)."""
+    if classes < 2:
+        raise ValueError("training labels contain a single class; widen the window or check labels")
+    counts = {c: int(n) for c, n in infinite.items() if n}
+    if counts:
+        raise ValueError(
+            f"features hold infinite values (count per column: {counts}); every feature must "
+            "be finite or missing"
+        )
+
+
+def unfitted(family: str, spec: FeatureSpec, levels: dict[str, list[str]]) -> TabularModel:
+    """The model `family` will be fitted into, its columns and levels set (its `matrix` works).
+    Raises ValueError for an unknown family."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
+    return TabularModel(family, spec.numeric, spec.categorical, levels, None)  # type: ignore[arg-type]
 
 
 def fit(
@@ -149,18 +172,9 @@ def fit(
 
     Raises ValueError for an unknown family, a single class in `y` or an infinite feature.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
-    if len(np.unique(y)) < 2:
-        raise ValueError("training labels contain a single class; widen the window or check labels")
+    model = unfitted(family, spec, levels_of({c: X[c].unique() for c in spec.categorical}))
     counts = np.isinf(X[spec.numeric].to_numpy(dtype=np.float64)).sum(axis=0)
-    infinite = {c: int(n) for c, n in zip(spec.numeric, counts, strict=True) if n}
-    if infinite:
-        raise ValueError(
-            f"features hold infinite values (count per column: {infinite}); every feature must "
-            "be finite or missing"
-        )
-    model = TabularModel(family, spec.numeric, spec.categorical, _levels(X, spec), None)  # type: ignore[arg-type]
+    check_trainable(len(np.unique(y)), dict(zip(spec.numeric, counts, strict=True)))
     model.estimator = FAMILIES[family].fit(
         model.matrix(X), np.asarray(y), model.columns, params, seed
     )

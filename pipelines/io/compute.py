@@ -23,6 +23,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import Compute, Settings
+from pipelines.core import model
+from pipelines.core.families import FAMILIES
+from pipelines.core.features import FeatureSpec
+from pipelines.core.model import TabularModel
 from pipelines.io import storage
 
 PartFunction = Callable[..., pd.DataFrame]
@@ -55,6 +59,17 @@ class Engine(ABC):
         """Reductions (`frame[...].sum()`) as plain values, computed in one pass."""
 
     @abstractmethod
+    def fit(
+        self, family: str, X: Any, y: Any, spec: FeatureSpec, params: Any, seed: int
+    ) -> TabularModel:
+        """`core.model.fit` on features `X` (rows × spec.names) and labels `y` (a column) where
+        they live. Raises what `core.model.fit` raises."""
+
+    @abstractmethod
+    def scores(self, model: TabularModel, frame: Any, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities) of `frame`'s rows, both (rows,), collected here."""
+
+    @abstractmethod
     def write_parquet(self, tables: dict[str, Any]) -> dict[str, int]:
         """Write every url → frame in one pass over the inputs; returns each table's rows. No
         table looks complete before it is (a local write is moved into place whole)."""
@@ -78,6 +93,16 @@ class Local(Engine):
 
     def values(self, *results: Any) -> tuple[Any, ...]:
         return results
+
+    def fit(
+        self, family: str, X: pd.DataFrame, y: pd.Series, spec: FeatureSpec, params: Any, seed: int
+    ) -> TabularModel:
+        return model.fit(family, X, y.to_numpy(), spec, params, seed)
+
+    def scores(
+        self, fitted: TabularModel, frame: pd.DataFrame, target: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return frame[target].to_numpy(dtype=np.int64), fitted.predict_proba(frame)
 
     def write_parquet(self, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
         for url, frame in tables.items():
@@ -127,6 +152,48 @@ class Dask(Engine):
 
         return tuple(dask.compute(*results))
 
+    def fit(
+        self, family: str, X: Any, y: Any, spec: FeatureSpec, params: Any, seed: int
+    ) -> TabularModel:
+        """The levels and the checks from aggregates; the family's Dask estimator on the
+        partitions' matrices when it has one (`Family.fit_distributed`), else `core.model.fit`
+        on the rows collected here (a family without one needs them in one process anyway)."""
+        import dask
+
+        uniques = {c: X[c].unique() for c in spec.categorical}
+        infinite = {c: X[c].isin([np.inf, -np.inf]).sum() for c in spec.numeric}
+        classes, infinite, uniques = dask.compute(y.nunique(), infinite, uniques)
+        model.check_trainable(int(classes), infinite)
+        out = model.unfitted(family, spec, model.levels_of(uniques))
+        # One expression for the matrix and the labels: two would let Dask's optimiser fuse
+        # their partitions differently, and the estimators pair them partition by partition.
+        meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in out.features})
+        meta[_LABEL] = pd.Series(dtype=np.int64)
+        both = X.assign(**{_LABEL: y}).map_partitions(_matrix, out, meta=meta).persist()
+        # The estimators train on each worker's own parts and refuse an empty one (a time
+        # filter empties whole partitions): kept in memory, as they would load them anyway.
+        lengths = both.map_partitions(len).compute().tolist()
+        both = both.partitions[[i for i, n in enumerate(lengths) if n]]
+        estimator = FAMILIES[family].fit_distributed(
+            both[out.features].to_dask_array(),
+            both[_LABEL].to_dask_array(),
+            out.columns,
+            params,
+            seed,
+        )
+        if estimator is None:
+            X_local, y_local = dask.compute(X, y)
+            return model.fit(family, X_local, y_local.to_numpy(), spec, params, seed)
+        out.estimator = estimator
+        return out
+
+    def scores(
+        self, fitted: TabularModel, frame: Any, target: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        meta = pd.DataFrame({"y": pd.Series(dtype=np.int64), "p": pd.Series(dtype=np.float64)})
+        scored = frame.map_partitions(_scored, fitted, target, meta=meta).compute()
+        return scored["y"].to_numpy(), scored["p"].to_numpy()
+
     def write_parquet(self, tables: dict[str, Any]) -> dict[str, int]:
         import dask
 
@@ -161,6 +228,20 @@ class Dask(Engine):
             if where != url:
                 storage.replace_local(where, url)
         return {url: int(n) for url, n in zip(tables, rows, strict=True)}
+
+
+_LABEL = "__label__"
+
+
+def _matrix(part: pd.DataFrame, unfitted: TabularModel) -> pd.DataFrame:
+    out = pd.DataFrame(unfitted.matrix(part), columns=unfitted.features, index=part.index)
+    out[_LABEL] = part[_LABEL].to_numpy(dtype=np.int64)
+    return out
+
+
+def _scored(part: pd.DataFrame, fitted: TabularModel, target: str) -> pd.DataFrame:
+    y = part[target].to_numpy(dtype=np.int64)
+    return pd.DataFrame({"y": y, "p": fitted.predict_proba(part)}, index=part.index)
 
 
 def _sorted_part(part: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.config import ResolvedBlend, Settings
 from pipelines.core import metrics
-from pipelines.core.dataset import validation_split
+from pipelines.core.dataset import check_validation_rows
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
-from pipelines.core.model import TabularModel, fit
-from pipelines.io import model_files, storage
+from pipelines.core.model import TabularModel
+from pipelines.io import compute, model_files, storage
 
 
 def choose(scores: dict[str, float], forced: str | None) -> str:
@@ -85,49 +85,57 @@ def _tuned_in(family: str, settings: Settings) -> list[str]:
 
 
 def run(settings: Settings) -> dict[str, TabularModel]:
-    """Fit, score and refit every candidate; write each to `Layout.model(family)` and the choice
-    to `Layout.selection`.
+    """Fit, score and refit every candidate on the `compute` engine; write each to
+    `Layout.model(family)` and the choice to `Layout.selection`.
 
     Raises ValueError when the labels hold a single class or the validation span leaves no rows
     to fit on or to score.
     """
+    with compute.engine(settings) as engine:
+        return _run(settings, engine)
+
+
+def _run(settings: Settings, engine: compute.Engine) -> dict[str, TabularModel]:
     spec, layout, t = FeatureSpec.from_settings(settings), Layout(settings), settings.train
     c = settings.contract
-    data = storage.read_parquet(layout.train_table)
+    data = engine.read_parquet(layout.train_table)
     ts = data[c.timestamp]
-    early, late, cut = validation_split(data, c.timestamp, t.validation)
+    (newest,) = engine.values(ts.max())
+    cut = t.validation.before(newest)
+    early, late = data[ts < cut], data[ts >= cut]
+    n_early, n_late = engine.values((ts < cut).sum(), (ts >= cut).sum())
+    check_validation_rows(int(n_early), int(n_late), t.validation)
     overrides = tuned_overrides(settings)
     params = tuned_params(settings, overrides)
-    y_late = late[c.target].to_numpy(dtype=np.int64)
+    on = "" if engine.tag == "local" else f" on {engine.tag}"
     scores: dict[str, float] = {}
+    y_late = np.zeros(0, dtype=np.int64)
     for family in t.candidates:
-        model = fit(
-            family, early[spec.names], early[c.target].to_numpy(), spec, params[family], t.seed
-        )
-        p = model.predict_proba(late[spec.names])
+        model = engine.fit(family, early[spec.names], early[c.target], spec, params[family], t.seed)
+        y_late, p = engine.scores(model, late, c.target)
         summary = metrics.summary(y_late, p, settings.evaluate.alert_rate)
         scores[family] = float(summary.get(t.metric, np.nan))
-        print(f"train: {family} {t.metric}={scores[family]:.4f} on the validation span")
+        print(f"train: {family}{on} {t.metric}={scores[family]:.4f} on the validation span")
     chosen = choose(scores, t.model)
 
-    X, y = data[spec.names], data[c.target].to_numpy()
+    rows, positives = (int(v) for v in engine.values(data[c.target].count(), data[c.target].sum()))
     models: dict[str, TabularModel] = {}
     for family in t.candidates:
-        model = fit(family, X, y, spec, params[family], t.seed)
+        model = engine.fit(family, data[spec.names], data[c.target], spec, params[family], t.seed)
         model.info = {
             "family": family,
             "params": params[family].model_dump(),
             "tuned": {m: overrides[m] for m in _tuned_in(family, settings) if m in overrides}
             or None,
-            "train_rows": len(data),
-            "positives": int(y.sum()),
-            "train_end": str(pd.Timestamp(ts.max())),
+            "train_rows": rows,
+            "positives": positives,
+            "train_end": str(pd.Timestamp(newest)),
             "validation": {t.metric: scores[family], "from": str(cut)},
         }
         model_files.save(model, layout.model(family))
         models[family] = model
         print(
-            f"train: {family} on {len(data):,} rows ({int(y.sum()):,} positive) → {layout.model(family)}"
+            f"train: {family}{on} on {rows:,} rows ({positives:,} positive) → {layout.model(family)}"
         )
     storage.write_json(
         layout.selection,
@@ -138,9 +146,9 @@ def run(settings: Settings) -> dict[str, TabularModel]:
             "scores": scores,
             "validation": {
                 "from": str(cut),
-                "rows": len(late),
+                "rows": int(n_late),
                 "positives": int(y_late.sum()),
-                "fit_rows": len(early),
+                "fit_rows": int(n_early),
             },
         },
     )

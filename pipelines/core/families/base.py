@@ -72,6 +72,17 @@ class Family(ABC):
         matrix `columns`. Raises ValueError naming a file that cannot be read or is not trusted."""
 
     @classmethod
+    def fit_distributed(
+        cls, X: Any, y: Any, columns: Columns, params: BaseModel, seed: int
+    ) -> Family | None:
+        """Fit with the framework's own Dask estimator on the workers of the current
+        `distributed.Client`: `X` a dask array (rows × columns, chunked by rows; the matrix of
+        the module docstring), `y` the 0/1 labels chunked alike. Returns the ordinary
+        single-machine model, or None (the default) when the family has no Dask estimator: the
+        caller then fits `fit` on the rows collected into its process."""
+        return None
+
+    @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any] | None:
         """Parameters to try, drawn from an Optuna `trial` (`trial.suggest_*`), as overrides of
         the family's params section; None: the family is not tunable (the default)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,22 +22,7 @@ class LightGBM(Family):
     ) -> LightGBM:
         import lightgbm as lgb
 
-        p: LightGBMParams = params
-        est = lgb.LGBMClassifier(
-            n_estimators=p.n_estimators,
-            learning_rate=p.learning_rate,
-            num_leaves=p.num_leaves,
-            min_child_samples=p.min_child_samples,
-            subsample=p.subsample,
-            subsample_freq=p.subsample_freq,
-            colsample_bytree=p.colsample_bytree,
-            reg_lambda=p.reg_lambda,
-            n_jobs=p.num_threads,
-            random_state=seed,
-            deterministic=True,
-            force_row_wise=True,
-            verbose=-1,
-        )
+        est = lgb.LGBMClassifier(**_settings(params, seed))
         est.fit(
             X,
             y,
@@ -44,6 +30,24 @@ class LightGBM(Family):
             categorical_feature=columns.categorical_indices,
         )
         return cls(est)
+
+    @classmethod
+    def fit_distributed(cls, X: Any, y: Any, columns: Columns, params: Any, seed: int) -> LightGBM:
+        """LightGBM's `DaskLGBMClassifier` (data-parallel trees over the workers' rows), with
+        the settings of `fit`; the single-machine classifier it returns (`to_local`)."""
+        import lightgbm.dask as lgb_dask
+
+        est = lgb_dask.DaskLGBMClassifier(**_settings(params, seed))
+        with warnings.catch_warnings():
+            # Threads are each worker's own: the estimator drops n_jobs, and says so every fit.
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            est.fit(
+                X,
+                y,
+                feature_name=[_safe(n) for n in columns.names],
+                categorical_feature=columns.categorical_indices,
+            )
+        return cls(est.to_local())
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -89,6 +93,25 @@ class LightGBM(Family):
 
 
 MODEL_FILE = "lightgbm.txt"
+
+
+def _settings(p: LightGBMParams, seed: int) -> dict[str, Any]:
+    """The classifier's arguments, the same for one process and a cluster."""
+    return {
+        "n_estimators": p.n_estimators,
+        "learning_rate": p.learning_rate,
+        "num_leaves": p.num_leaves,
+        "min_child_samples": p.min_child_samples,
+        "subsample": p.subsample,
+        "subsample_freq": p.subsample_freq,
+        "colsample_bytree": p.colsample_bytree,
+        "reg_lambda": p.reg_lambda,
+        "n_jobs": p.num_threads,
+        "random_state": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
+    }
 
 
 def _safe(name: str) -> str:

@@ -20,24 +20,19 @@ class XGBoost(Family):
     def fit(cls, X: np.ndarray, y: np.ndarray, columns: Columns, params: Any, seed: int) -> XGBoost:
         import xgboost as xgb
 
-        p: XGBoostParams = params
-        est = xgb.XGBClassifier(
-            n_estimators=p.n_estimators,
-            learning_rate=p.learning_rate,
-            max_depth=p.max_depth,
-            min_child_weight=p.min_child_weight,
-            subsample=p.subsample,
-            colsample_bytree=p.colsample_bytree,
-            reg_lambda=p.reg_lambda,
-            n_jobs=p.n_jobs,
-            tree_method="hist",
-            enable_categorical=True,
-            feature_types=["c" if c else "q" for c in columns.categorical],
-            random_state=seed,
-            verbosity=0,
-        )
+        est = xgb.XGBClassifier(**_settings(params, columns, seed))
         est.fit(X, y)
         return cls(est)
+
+    @classmethod
+    def fit_distributed(cls, X: Any, y: Any, columns: Columns, params: Any, seed: int) -> XGBoost:
+        """XGBoost's `DaskXGBClassifier` (histograms reduced over the workers), with the
+        settings of `fit`; its booster, the same object a single-machine fit holds."""
+        import xgboost.dask as xgb_dask
+
+        est = xgb_dask.DaskXGBClassifier(**_settings(params, columns, seed))
+        est.fit(X, y)
+        return cls(est.get_booster())
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -92,3 +87,22 @@ class XGBoost(Family):
 
 
 MODEL_FILE = "xgboost.ubj"
+
+
+def _settings(p: XGBoostParams, columns: Columns, seed: int) -> dict[str, Any]:
+    """The classifier's arguments, the same for one process and a cluster."""
+    return {
+        "n_estimators": p.n_estimators,
+        "learning_rate": p.learning_rate,
+        "max_depth": p.max_depth,
+        "min_child_weight": p.min_child_weight,
+        "subsample": p.subsample,
+        "colsample_bytree": p.colsample_bytree,
+        "reg_lambda": p.reg_lambda,
+        "n_jobs": p.n_jobs,
+        "tree_method": "hist",
+        "enable_categorical": True,
+        "feature_types": ["c" if c else "q" for c in columns.categorical],
+        "random_state": seed,
+        "verbosity": 0,
+    }
