@@ -138,16 +138,20 @@ class TabularModel:
 
 
 def levels_of(values: Mapping[str, Iterable[Any]]) -> dict[str, list[str]]:
-    """Each categorical column's training levels: its distinct non-missing values as text,
-    sorted (code i is level i)."""
-    return {c: sorted({str(v) for v in vals if not pd.isna(v)}) for c, vals in values.items()}
+    """Each categorical column's training levels from its distinct non-missing values as text
+    (`values`), sorted (code i is level i)."""
+    return {c: sorted({str(v) for v in vals}) for c, vals in values.items()}
 
 
-def check_trainable(classes: int, infinite: Mapping[str, int]) -> None:
-    """Raises ValueError when the labels hold fewer than two `classes`, or a feature column has
-    infinite values (`infinite`: count per column)."""
+def check_labels(classes: int) -> None:
+    """Raises ValueError when the training labels hold fewer than two `classes`."""
     if classes < 2:
         raise ValueError("training labels contain a single class; widen the window or check labels")
+
+
+def check_finite(infinite: Mapping[str, int]) -> None:
+    """Raises ValueError naming the feature columns with infinite values (`infinite`: count per
+    column)."""
     counts = {c: int(n) for c, n in infinite.items() if n}
     if counts:
         raise ValueError(
@@ -172,9 +176,12 @@ def fit(
 
     Raises ValueError for an unknown family, a single class in `y` or an infinite feature.
     """
-    model = unfitted(family, spec, levels_of({c: X[c].unique() for c in spec.categorical}))
+    unfitted(family, spec, {})
+    check_labels(len(np.unique(y)))
     counts = np.isinf(X[spec.numeric].to_numpy(dtype=np.float64)).sum(axis=0)
-    check_trainable(len(np.unique(y)), dict(zip(spec.numeric, counts, strict=True)))
+    check_finite(dict(zip(spec.numeric, counts, strict=True)))
+    levels = {c: X[c].dropna().astype(str).unique() for c in spec.categorical}
+    model = unfitted(family, spec, levels_of(levels))
     model.estimator = FAMILIES[family].fit(
         model.matrix(X), np.asarray(y), model.columns, params, seed
     )

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.config import Compute, Settings
 from pipelines.core import model
@@ -122,26 +123,40 @@ class Dask(Engine):
     def read_parquet(self, url: str) -> Any:
         import dask.dataframe as dd
 
-        return dd.read_parquet(url, storage_options=storage.storage_options(url))
+        if storage.is_directory(url):
+            storage.require_complete(url)  # Dask itself would read a half-written dataset
+        frame = dd.read_parquet(url, storage_options=storage.storage_options(url))
+        # A table one process wrote is often one part: split it, or one worker does it all.
+        if frame.npartitions < self.partitions:
+            frame = frame.repartition(npartitions=self.partitions)
+        return frame
 
     def per_entity(self, frame: Any, fn: PartFunction, entity: str | None, *args: Any) -> Any:
         # The output's schema, from the function itself on a few real rows: Dask's guess from
         # made-up values would run the feature code on data it was never meant to see.
-        meta = fn(frame.head(64, npartitions=-1), *args).iloc[:0]
+        sample = frame.head(64, npartitions=1, compute=True)
+        if sample.empty:
+            sample = frame.head(64, npartitions=-1, compute=True)
+        meta = fn(sample, *args).iloc[:0]
         parts = (
             frame.shuffle(on=entity, npartitions=self.partitions)
             if entity
             else frame.repartition(npartitions=self.partitions)
         )
-        return parts.map_partitions(fn, *args, meta=meta)
+        return parts.map_partitions(_conformed, fn, meta.dtypes.to_dict(), *args, meta=meta)
 
     def sort(self, frame: Any, by: list[str], like: Any = None) -> Any:
         # Boundaries computed here, not by `sort_values`: it computes them inside a cached
         # property, and Python 3.11's cached_property lock then deadlocks the scheduler a
         # LocalCluster runs in this process when it materialises that very graph.
+        import dask
+
         column = frame[by[0]] if like is None else like
         probs = np.linspace(0.0, 1.0, self.partitions + 1)
-        bounds = sorted(set(column.quantile(probs).compute().tolist()))
+        low, high, inner = dask.compute(column.min(), column.max(), column.quantile(probs[1:-1]))
+        # The ends are the exact extremes: Dask puts a value outside the divisions in the last
+        # part, which would break the order.
+        bounds = sorted({low, *inner.tolist(), high})
         divisions = bounds if len(bounds) > 1 else bounds * 2
         meta = frame._meta
         ranged = frame.set_index(by[0], divisions=divisions, sort=True).reset_index()
@@ -155,15 +170,20 @@ class Dask(Engine):
     def fit(
         self, family: str, X: Any, y: Any, spec: FeatureSpec, params: Any, seed: int
     ) -> TabularModel:
-        """The levels and the checks from aggregates; the family's Dask estimator on the
-        partitions' matrices when it has one (`Family.fit_distributed`), else `core.model.fit`
-        on the rows collected here (a family without one needs them in one process anyway)."""
+        """The levels and the checks from aggregates, then the family's Dask estimator on the
+        partitions' matrices when it has one (`Family.distributed`); else `core.model.fit` on
+        the rows collected here (a family without one needs them in one process anyway)."""
         import dask
 
-        uniques = {c: X[c].unique() for c in spec.categorical}
+        out = model.unfitted(family, spec, {})
+        if not FAMILIES[family].distributed:
+            X_local, y_local = dask.compute(X, y)
+            return model.fit(family, X_local, y_local.to_numpy(), spec, params, seed)
+        uniques = {c: X[c].dropna().astype(str).unique() for c in spec.categorical}
         infinite = {c: X[c].isin([np.inf, -np.inf]).sum() for c in spec.numeric}
         classes, infinite, uniques = dask.compute(y.nunique(), infinite, uniques)
-        model.check_trainable(int(classes), infinite)
+        model.check_labels(int(classes))
+        model.check_finite(infinite)
         out = model.unfitted(family, spec, model.levels_of(uniques))
         # One expression for the matrix and the labels: two would let Dask's optimiser fuse
         # their partitions differently, and the estimators pair them partition by partition.
@@ -174,17 +194,14 @@ class Dask(Engine):
         # filter empties whole partitions): kept in memory, as they would load them anyway.
         lengths = both.map_partitions(len).compute().tolist()
         both = both.partitions[[i for i, n in enumerate(lengths) if n]]
-        estimator = FAMILIES[family].fit_distributed(
+        self.client.rebalance(both)  # every worker trains on a share
+        out.estimator = FAMILIES[family].fit_distributed(
             both[out.features].to_dask_array(),
             both[_LABEL].to_dask_array(),
             out.columns,
             params,
             seed,
         )
-        if estimator is None:
-            X_local, y_local = dask.compute(X, y)
-            return model.fit(family, X_local, y_local.to_numpy(), spec, params, seed)
-        out.estimator = estimator
         return out
 
     def scores(
@@ -195,8 +212,6 @@ class Dask(Engine):
         return scored["y"].to_numpy(), scored["p"].to_numpy()
 
     def write_parquet(self, tables: dict[str, Any]) -> dict[str, int]:
-        import dask
-
         staged = {url: _staging(url) for url in tables}
         writes = [
             tables[url].to_parquet(
@@ -208,14 +223,19 @@ class Dask(Engine):
                 overwrite=True,
                 compute=False,
             )
-            for url, where in staged.items()
+            for url, (where, _) in staged.items()
         ]
         counts = [frame.map_partitions(len).sum() for frame in tables.values()]
+        # One graph for every write and count, so the shared inputs are computed once.
+        futures = self.client.compute([*writes, *counts])
         try:
-            _, rows = dask.compute(writes, counts)
+            rows = self.client.gather(futures)[len(writes) :]
         except BaseException as err:
-            for url, where in staged.items():
-                if where != url:
+            # No further writes start; one already running may still leave a part in the
+            # staging directory after it is removed: never read, and `.dvcignore` names it.
+            self.client.cancel(futures, force=True)
+            for where, local in staged.values():
+                if local:
                     shutil.rmtree(where, ignore_errors=True)
             if not isinstance(err, Exception):
                 raise
@@ -224,9 +244,9 @@ class Dask(Engine):
                 f"{err}); no table was completed (a local one was not written, a remote one "
                 f"lacks {storage.DATASET_MARKER} and is never read)"
             ) from err
-        for url, where in staged.items():
-            if where != url:
-                storage.replace_local(where, url)
+        for url, (where, local) in staged.items():
+            if local:
+                storage.replace_table(where, storage.filesystem(url)[1])
         return {url: int(n) for url, n in zip(tables, rows, strict=True)}
 
 
@@ -248,27 +268,43 @@ def _sorted_part(part: pd.DataFrame, by: list[str], columns: list[str]) -> pd.Da
     return part.sort_values(by)[columns]
 
 
-def _staging(url: str) -> str:
-    """Where a dataset is written before it is complete: a local sibling moved into place after,
-    or the URL itself on an object store (no rename there; `_metadata`, written last, is the
-    completeness marker)."""
-    if "://" in url and not url.startswith("file://"):
-        return url
-    os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-    return f"{url}.tmp-{uuid.uuid4().hex}"
+def _conformed(part: pd.DataFrame, fn: PartFunction, dtypes: dict[str, Any], *args: Any) -> Any:
+    # An empty or all-missing part gives object columns where the others give text: every
+    # part gets the meta's dtypes, so the dataset has one schema.
+    return fn(part, *args).astype(dtypes)
+
+
+def _staging(url: str) -> tuple[str, bool]:
+    """Where a dataset is written before it is complete, and whether that is local: a sibling
+    moved into place after (`storage.replace_table`), or the URL itself on an object store (no
+    rename there: `_metadata`, written last, is the completeness marker; a table file left by
+    the other engine is removed first)."""
+    fs, path = storage.filesystem(url)
+    if not isinstance(fs, LocalFileSystem):
+        if fs.isfile(path):
+            fs.rm(path)
+        return url, False
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return f"{path}{storage.STAGING}{uuid.uuid4().hex}", True
 
 
 @contextlib.contextmanager
 def engine(settings: Settings) -> Iterator[Engine]:
     """The engine `settings.compute` names, ready for one stage and released after it: a
     LocalCluster is started (on 127.0.0.1) and stopped; a client of `compute.address`
-    is closed, leaving the user's cluster running. Raises ConnectionError naming the address
-    when its scheduler cannot be reached."""
+    is closed, leaving the user's cluster running. Raises RuntimeError naming the address when
+    its scheduler cannot be reached or has no worker within a minute."""
     c = settings.compute
     if c.engine == "local":
         yield Local()
         return
     with _client(c) as client:
+        try:
+            client.wait_for_workers(1, timeout=60)
+        except TimeoutError:
+            raise RuntimeError(
+                f"the Dask scheduler at {client.scheduler.address} has no worker after 60 s"
+            ) from None
         threads = sum(client.nthreads().values())
         yield Dask(client, c.partitions or max(1, 4 * threads))
 
@@ -284,7 +320,7 @@ def _client(c: Compute) -> Iterator[Any]:
             try:
                 client = Client(c.address, timeout="20s")
             except OSError as err:
-                raise ConnectionError(
+                raise RuntimeError(
                     f"cannot reach the Dask scheduler at {c.address} (compute.address): {err}"
                 ) from None
             with client:

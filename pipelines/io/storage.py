@@ -75,35 +75,64 @@ def write_bytes(url: str, data: bytes) -> None:
         _write_bytes(url, data)
 
 
-def _write_bytes(url: str, data: bytes) -> None:
+def _write_bytes(url: str, data: bytes, table: bool = False) -> None:
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        tmp = f"{path}{STAGING}{uuid.uuid4().hex}"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        replace_local(tmp, path)
+        try:
+            (replace_table if table else os.replace)(tmp, path)
+        except BaseException:
+            os.remove(tmp)
+            raise
     else:
+        if table and fs.isdir(path):  # the other engine's form of the table, never read again
+            fs.rm(path, recursive=True)
         fs.pipe_file(path, data)
 
 
-def replace_local(tmp: str, path: str) -> None:
-    """Move the local file or directory `tmp` to `path`, replacing what is there (a file or a
-    directory: an engine switch turns one table file into a dataset directory or back). A file
-    is replaced atomically; a directory is moved aside first, so `path` is briefly absent (a
-    reader then finds nothing, never a mix of two writes)."""
-    if os.path.lexists(path) and (os.path.isdir(path) or os.path.isdir(tmp)):
-        old = f"{path}.old-{uuid.uuid4().hex}"
-        os.replace(path, old)
+# Suffixes of a local write's temporary sibling and of a replaced table moved aside
+# (`.dvcignore` names both, so DVC never hashes one left by a killed writer into an output).
+STAGING = ".tmp-"
+SET_ASIDE = ".old-"
+
+
+def is_dataset(path: str) -> bool:
+    """Whether the local directory `path` is a Parquet dataset a table writer wrote (its marker
+    or part files), as opposed to any other directory."""
+    return os.path.isdir(path) and (
+        os.path.exists(os.path.join(path, DATASET_MARKER))
+        or any(n.startswith("part-") for n in os.listdir(path))
+    )
+
+
+def replace_table(tmp: str, path: str) -> None:
+    """Move the local table `tmp` (a Parquet file or dataset directory) to `path`, replacing the
+    table there in either form: an engine switch turns a file into a dataset or back. A file over
+    a file is replaced atomically; otherwise the old table is moved aside first, so `path` is
+    briefly absent (a reader finds nothing, never a mix of two writes) and put back if the move
+    fails. Raises IsADirectoryError when `path` is a directory that is not a dataset (never
+    deleted)."""
+    if os.path.isdir(path) and not os.path.islink(path) and not is_dataset(path):
+        raise IsADirectoryError(f"{path} is a directory, not a table: not replacing it")
+    if not (os.path.lexists(path) and (os.path.isdir(path) or os.path.isdir(tmp))):
         os.replace(tmp, path)
-        if os.path.isdir(old) and not os.path.islink(old):
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.remove(old)
+        return
+    old = f"{path}{SET_ASIDE}{uuid.uuid4().hex}"
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.replace(old, path)
+        raise
+    if os.path.isdir(old) and not os.path.islink(old):
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, path)
+        os.remove(old)
 
 
 def read_bytes(url: str) -> bytes:
@@ -136,9 +165,12 @@ def read_json(url: str) -> Any:
 
 
 def write_parquet(df: pd.DataFrame, url: str) -> None:
+    """`df` as one Parquet file at `url`, replacing a table there in either form (a file, or a
+    dataset directory the Dask engine wrote)."""
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    write_bytes(url, buf.getvalue())
+    with _naming(url):
+        _write_bytes(url, buf.getvalue(), table=True)
 
 
 # Written last into a Parquet dataset directory (Dask's `write_metadata_file`): a directory
@@ -150,10 +182,7 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
     """The table at `url`: one Parquet file, or a dataset directory of `part-*.parquet` files (the
     Dask engine's output) read in their names' order. Raises FileNotFoundError when absent,
     ValueError naming the URL when it is corrupt or a dataset lacks its `_metadata` marker."""
-    with _naming(url):
-        fs, path = filesystem(url)
-        is_dataset = fs.isdir(path)
-    if is_dataset:
+    if is_directory(url):
         return _read_dataset(url, columns)
     try:
         return pd.read_parquet(io.BytesIO(read_bytes(url)), columns=columns)
@@ -163,12 +192,24 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"cannot read Parquet at {url}: {err}") from None
 
 
-def _read_dataset(url: str, columns: list[str] | None) -> pd.DataFrame:
+def require_complete(url: str) -> None:
+    """Raises ValueError naming `url` when the dataset directory there lacks its marker."""
     if not exists(join(url, DATASET_MARKER)):
         raise ValueError(
             f"{url} is an incomplete Parquet dataset (no {DATASET_MARKER}): its writer stopped "
             "part way; rerun the stage that writes it"
         )
+
+
+def is_directory(url: str) -> bool:
+    """Whether `url` is a directory (a prefix on an object store)."""
+    with _naming(url):
+        fs, path = filesystem(url)
+        return bool(fs.isdir(path))
+
+
+def _read_dataset(url: str, columns: list[str] | None) -> pd.DataFrame:
+    require_complete(url)
     files = glob(url, "part-*.parquet")
     if not files:
         raise ValueError(f"the Parquet dataset at {url} has no part-*.parquet files")

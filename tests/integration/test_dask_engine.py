@@ -188,7 +188,7 @@ def test_an_unreachable_scheduler_is_named(validated: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     settings = with_compute(validated, engine="dask", address=address)
     with (
-        pytest.raises(ConnectionError, match=f"Dask scheduler at {address}"),
+        pytest.raises(RuntimeError, match=f"Dask scheduler at {address}"),
         compute.engine(settings),
     ):
         pass
@@ -239,6 +239,19 @@ def test_on_dask_later_rows_never_leak_into_a_row_and_the_features_are_the_panda
     keep = (a["ts"] <= cut).to_numpy()
     pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True)
     assert not a[~keep].equals(b[~keep])  # the tampering shows where it should
+
+
+def test_the_dask_reader_refuses_a_dataset_its_writer_did_not_finish(
+    cluster: str, tmp_path: Path
+) -> None:
+    url = tmp_path / "train.parquet"
+    url.mkdir()
+    pd.DataFrame({"x": [1.0]}).to_parquet(url / "part-00000.parquet")  # no _metadata after it
+    with (
+        dask_engine(cluster) as engine,
+        pytest.raises(ValueError, match="incomplete Parquet dataset"),
+    ):
+        engine.read_parquet(str(url))
 
 
 def test_a_failed_computation_keeps_the_previous_table_and_says_so(
@@ -293,10 +306,16 @@ def test_dvc_repro_on_a_local_cluster_gives_the_features_and_a_model_as_good(
     assert selection["validation"]["rows"] == len(late)
 
     assert "Running stage" not in run(["dvc", "repro", "evaluate"], repo).stdout
-    # The engine decides how train fits, not what featurize writes.
+    # The engine decides how train fits, not what featurize writes...
     with_compute(repo, engine="local")
     again = run(["dvc", "repro", "evaluate"], repo).stdout
     assert "Running stage 'featurize'" not in again and "Running stage 'train'" in again
+    from_dataset = {f: Path(layout.model(f)).read_bytes() for f in ("lightgbm", "logistic")}
+    # ...and pandas trains the same bytes from the dataset directory as from its own file.
+    run(["dvc", "repro", "--force", "--single-item", "featurize"], repo)
+    assert Path(layout.train_table).is_file()
+    run(["dvc", "repro", "evaluate"], repo)
+    assert {f: Path(layout.model(f)).read_bytes() for f in from_dataset} == from_dataset
 
 
 @pytest.mark.parametrize("family", ["lightgbm", "xgboost", "logistic"])

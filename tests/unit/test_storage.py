@@ -64,13 +64,31 @@ def test_a_dataset_directory_reads_in_part_order_and_only_when_complete(tmp_path
 
 
 def test_a_table_file_and_a_dataset_directory_replace_each_other(tmp_path: Path) -> None:
+    import pandas as pd
+
     target = tmp_path / "train.parquet"
-    target.write_text("file")
-    staged = tmp_path / "staged"
+    storage.write_parquet(pd.DataFrame({"x": [1.0]}), str(target))
+    staged = tmp_path / f"train.parquet{storage.STAGING}1"
     staged.mkdir()
-    (staged / "part-00000.parquet").write_text("part")
-    storage.replace_local(str(staged), str(target))
-    assert (target / "part-00000.parquet").read_text() == "part" and not staged.exists()
-    storage.write_text(str(target), "file again")
-    assert target.read_text() == "file again"
+    pd.DataFrame({"x": [2.0]}).to_parquet(staged / "part-00000.parquet")
+    (staged / storage.DATASET_MARKER).write_bytes(b"")
+    storage.replace_table(str(staged), str(target))
+    assert target.is_dir() and not staged.exists()
+    assert storage.read_parquet(str(target))["x"].tolist() == [2.0]
+    storage.write_parquet(pd.DataFrame({"x": [3.0]}), str(target))
+    assert target.is_file() and storage.read_parquet(str(target))["x"].tolist() == [3.0]
     assert [p.name for p in tmp_path.iterdir()] == ["train.parquet"]
+
+
+def test_a_directory_that_is_not_a_table_is_never_replaced(tmp_path: Path) -> None:
+    import pandas as pd
+
+    kept = tmp_path / "reports"
+    kept.mkdir()
+    (kept / "index.html").write_text("a report")
+    with pytest.raises(storage.StorageError, match="reports"):
+        storage.write_parquet(pd.DataFrame({"x": [1.0]}), str(kept))
+    with pytest.raises(storage.StorageError, match="reports"):
+        storage.write_json(str(kept), {"a": 1})
+    assert (kept / "index.html").read_text() == "a report"
+    assert [p.name for p in tmp_path.iterdir()] == ["reports"]

@@ -37,6 +37,8 @@ class Family(ABC):
     are registered in `families.FAMILIES`."""
 
     tag: ClassVar[str]
+    # Whether `fit_distributed` fits with the framework's own Dask estimator.
+    distributed: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -74,13 +76,13 @@ class Family(ABC):
     @classmethod
     def fit_distributed(
         cls, X: Any, y: Any, columns: Columns, params: BaseModel, seed: int
-    ) -> Family | None:
+    ) -> Family:
         """Fit with the framework's own Dask estimator on the workers of the current
         `distributed.Client`: `X` a dask array (rows × columns, chunked by rows; the matrix of
         the module docstring), `y` the 0/1 labels chunked alike. Returns the ordinary
-        single-machine model, or None (the default) when the family has no Dask estimator: the
-        caller then fits `fit` on the rows collected into its process."""
-        return None
+        single-machine model. Raises NotImplementedError for a family without a Dask estimator
+        (`distributed` False: callers fit `fit` on the rows collected into their process)."""
+        raise NotImplementedError(f"{cls.tag} has no Dask estimator")
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ class LightGBM(Family):
     """`LGBMClassifier`, predicted through its booster on the float matrix (no pandas)."""
 
     tag = "lightgbm"
+    distributed = True
 
     @classmethod
     def fit(

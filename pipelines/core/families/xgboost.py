@@ -15,6 +15,7 @@ class XGBoost(Family):
     """`XGBClassifier` on the matrix, categorical columns declared as such."""
 
     tag = "xgboost"
+    distributed = True
 
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, columns: Columns, params: Any, seed: int) -> XGBoost:
