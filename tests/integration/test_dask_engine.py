@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from pipelines.stages import featurize, train
 from tests.conftest import SMALL_PARAMS, make_repo, run
 from tests.integration.conftest import free_port, stop_group
 from tests.unit.test_features import events
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import MotoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -339,3 +343,30 @@ def test_each_family_fits_on_the_cluster_into_an_ordinary_model(
     url = str(tmp_path / f"{family}.zip")
     model_files.save(model, url)
     np.testing.assert_allclose(model_files.load(url).predict_proba(table), p, rtol=1e-12)
+
+
+def test_on_s3_either_engine_replaces_the_others_table_and_a_torn_one_is_refused(
+    s3: MotoServer,
+) -> None:
+    """No rename on an object store: a dataset is written in place, `_metadata` last."""
+    import dask.dataframe as dd
+
+    from pipelines.config import parse_settings
+
+    s3.create_bucket("features")
+    url = "s3://features/train.parquet"
+    storage.write_parquet(pd.DataFrame({"x": [1.0]}), url)
+    settings = parse_settings({"compute": {"engine": "dask", "workers": 1, "partitions": 3}})
+    with compute.engine(settings) as engine:
+        frame = dd.from_pandas(pd.DataFrame({"x": np.arange(9.0)}), npartitions=3)
+        assert engine.write_parquet({url: frame}) == {url: 9}
+        assert storage.is_directory(url)
+        assert storage.read_parquet(url)["x"].tolist() == list(np.arange(9.0))
+        assert engine.read_parquet(url).compute()["x"].tolist() == list(np.arange(9.0))
+        storage.remove(storage.join(url, storage.DATASET_MARKER))  # as if its writer died
+        for read in (storage.read_parquet, lambda u: engine.read_parquet(u).compute()):
+            with pytest.raises(ValueError, match="incomplete Parquet dataset"):
+                read(url)
+    storage.write_parquet(pd.DataFrame({"x": [5.0]}), url)
+    assert not storage.is_directory(url)
+    assert storage.read_parquet(url)["x"].tolist() == [5.0]
