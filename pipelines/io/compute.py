@@ -12,6 +12,7 @@ marker). Chosen by `compute.engine` (`engine(settings)`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -310,6 +311,18 @@ def engine(settings: Settings) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    # The in-process scheduler logs a WARNING when each shuffle starts and ends: routine here.
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextlib.contextmanager
 def _client(c: Compute) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
@@ -327,6 +340,7 @@ def _client(c: Compute) -> Iterator[Any]:
                 yield client
             return
         with (
+            _quiet("distributed.shuffle._scheduler_plugin"),
             LocalCluster(
                 n_workers=c.workers,
                 threads_per_worker=c.threads_per_worker,
