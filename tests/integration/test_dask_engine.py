@@ -222,13 +222,33 @@ def dask_engine(cluster: str) -> Iterator[compute.Engine]:
 SPEC = FeatureSpec.from_settings(load_settings(Path(__file__).parents[2] / "params.yaml"))
 
 
-def features_on(engine: compute.Engine, table: pd.DataFrame) -> pd.DataFrame:
+def features_on(
+    engine: compute.Engine, table: pd.DataFrame, spec: FeatureSpec | None = None
+) -> pd.DataFrame:
     import dask.dataframe as dd
 
+    spec = spec or SPEC
     frame = dd.from_pandas(table, npartitions=2)
-    out = engine.per_entity(frame, featurize.labelled_features, "card_id", SPEC)
+    out = engine.per_entity(frame, featurize.labelled_features, spec.contract.entity, spec)
     done = engine.sort(out, ["ts", "transaction_id"]).compute()
     return done.reset_index(drop=True)
+
+
+def test_a_table_without_an_entity_gets_the_pandas_features_on_dask(cluster: str) -> None:
+    """History features off (`contract.entity: null`): any split of the rows will do."""
+    import dataclasses
+
+    spec = dataclasses.replace(
+        SPEC,
+        contract=SPEC.contract.model_copy(update={"entity": None, "novelty": ()}),
+    )
+    table = events(500, 3).drop(columns=["card_id"])
+    table["is_fraud"] = np.random.default_rng(3).integers(0, 2, len(table))
+    with dask_engine(cluster) as engine:
+        got = features_on(engine, table, spec)
+    expected = featurize.labelled_features(table, spec).sort_values(["ts", "transaction_id"])
+    assert "card_id" not in got and not any(c.startswith("hist_") for c in got)
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True), check_exact=True)
 
 
 @settings(
