@@ -331,7 +331,8 @@ def _client(c: Compute) -> Iterator[Any]:
     with dask.config.set({"dataframe.convert-string": False}):
         if c.address:
             try:
-                client = Client(c.address, timeout="20s")
+                # Dask's own setting (distributed.comm.timeouts.connect, 30 s by default).
+                client = Client(c.address)
             except OSError as err:
                 raise RuntimeError(
                     f"cannot reach the Dask scheduler at {c.address} (compute.address): {err}"

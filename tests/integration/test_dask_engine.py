@@ -202,7 +202,10 @@ def _kill_a_worker_during_featurize(
 def test_an_unreachable_scheduler_is_named(validated: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     settings = with_compute(validated, engine="dask", address=address)
+    import dask
+
     with (
+        dask.config.set({"distributed.comm.timeouts.connect": "3s"}),
         pytest.raises(RuntimeError, match=f"Dask scheduler at {address}"),
         compute.engine(settings),
     ):
