@@ -68,8 +68,10 @@ class Engine(ABC):
         they live. Raises what `core.model.fit` raises."""
 
     @abstractmethod
-    def scores(self, model: TabularModel, frame: Any, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, probabilities) of `frame`'s rows, both (rows,), collected here."""
+    def scores(
+        self, fitted: TabularModel, frame: Any, target: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities) of `frame`'s rows by `fitted`, both (rows,), collected here."""
 
     @abstractmethod
     def write_parquet(self, tables: dict[str, Any]) -> dict[str, int]:
@@ -176,7 +178,7 @@ class Dask(Engine):
         the rows collected here (a family without one needs them in one process anyway)."""
         import dask
 
-        out = model.unfitted(family, spec, {})
+        model.unfitted(family, spec, {})  # an unknown family fails here, before any work
         if not FAMILIES[family].distributed:
             X_local, y_local = dask.compute(X, y)
             return model.fit(family, X_local, y_local.to_numpy(), spec, params, seed)
