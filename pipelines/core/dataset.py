@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,24 +161,25 @@ def content_hash(df: pd.DataFrame) -> str:
 
 
 def validation_split(
-    data: pd.DataFrame, timestamp: str, validation: Span
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    data: Any,
+    timestamp: str,
+    validation: Span,
+    values: Callable[..., tuple[Any, ...]] = lambda *results: results,
+) -> tuple[Any, Any, pd.Timestamp]:
     """The training table's rows before and from the start of its last `validation` span, and
     that start: what train chooses candidates on and tune searches on (never the test period,
-    which is not in this table).
+    which is not in this table). `data` is a pandas frame, or a dask frame with `values` the
+    engine's (`io.compute.Engine.values`: reductions as plain values).
 
     Raises ValueError naming `train.validation` when either side is empty."""
     ts = data[timestamp]
-    cut = validation.before(ts.max())
-    early, late = data[(ts < cut).to_numpy()], data[(ts >= cut).to_numpy()]
-    check_validation_rows(len(early), len(late), validation)
-    return early, late, cut
-
-
-def check_validation_rows(fit_rows: int, validation_rows: int, validation: Span) -> None:
-    """Raises ValueError naming `train.validation` when either side of its split is empty."""
+    (newest,) = values(ts.max())
+    cut = validation.before(newest)
+    before, after = ts < cut, ts >= cut
+    fit_rows, validation_rows = values(before.sum(), after.sum())
     if not fit_rows or not validation_rows:
         raise ValueError(
             f"train.validation ({validation}) before the newest training row leaves "
             f"{fit_rows} rows to fit and {validation_rows} to validate: shorten or lengthen it"
         )
+    return data[before], data[after], cut

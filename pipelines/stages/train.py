@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.config import ResolvedBlend, Settings
 from pipelines.core import metrics
-from pipelines.core.dataset import check_validation_rows
+from pipelines.core.dataset import validation_split
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
 from pipelines.core.model import TabularModel
@@ -99,12 +99,9 @@ def _run(settings: Settings, engine: compute.Engine) -> dict[str, TabularModel]:
     spec, layout, t = FeatureSpec.from_settings(settings), Layout(settings), settings.train
     c = settings.contract
     data = engine.read_parquet(layout.train_table)
-    ts = data[c.timestamp]
-    (newest,) = engine.values(ts.max())
-    cut = t.validation.before(newest)
-    early, late = data[ts < cut], data[ts >= cut]
-    n_early, n_late = engine.values((ts < cut).sum(), (ts >= cut).sum())
-    check_validation_rows(int(n_early), int(n_late), t.validation)
+    early, late, cut = validation_split(data, c.timestamp, t.validation, engine.values)
+    counted = engine.values(data[c.target].count(), data[c.target].sum(), data[c.timestamp].max())
+    rows, positives, newest = int(counted[0]), int(counted[1]), counted[2]
     overrides = tuned_overrides(settings)
     params = tuned_params(settings, overrides)
     on = "" if engine.tag == "local" else f" on {engine.tag}"
@@ -118,7 +115,6 @@ def _run(settings: Settings, engine: compute.Engine) -> dict[str, TabularModel]:
         print(f"train: {family}{on} {t.metric}={scores[family]:.4f} on the validation span")
     chosen = choose(scores, t.model)
 
-    rows, positives = (int(v) for v in engine.values(data[c.target].count(), data[c.target].sum()))
     models: dict[str, TabularModel] = {}
     for family in t.candidates:
         model = engine.fit(family, data[spec.names], data[c.target], spec, params[family], t.seed)
@@ -146,9 +142,9 @@ def _run(settings: Settings, engine: compute.Engine) -> dict[str, TabularModel]:
             "scores": scores,
             "validation": {
                 "from": str(cut),
-                "rows": int(n_late),
+                "rows": len(y_late),
                 "positives": int(y_late.sum()),
-                "fit_rows": int(n_early),
+                "fit_rows": rows - len(y_late),
             },
         },
     )
