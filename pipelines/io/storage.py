@@ -182,10 +182,20 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
     """The table at `url`: one Parquet file, or a dataset directory of `part-*.parquet` files (the
     Dask engine's output) read in their names' order. Raises FileNotFoundError when absent,
     ValueError naming the URL when it is corrupt or a dataset lacks its `_metadata` marker."""
-    if is_directory(url):
-        return _read_dataset(url, columns)
+    # A dataset directory is found by the read failing (locally: a directory; an object store
+    # has no file at a prefix), so reading a file, the common case, costs no extra request.
     try:
-        return pd.read_parquet(io.BytesIO(read_bytes(url)), columns=columns)
+        data = read_bytes(url)
+    except FileNotFoundError:
+        if is_directory(url):
+            return _read_dataset(url, columns)
+        raise
+    except StorageError as err:
+        if isinstance(err.__cause__, IsADirectoryError):
+            return _read_dataset(url, columns)
+        raise
+    try:
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
     except FileNotFoundError:
         raise
     except Exception as err:  # pyarrow raises several types for a corrupt file
