@@ -51,7 +51,7 @@ def ci_checkout(repo: Path) -> Path:
     and DVC config, and the installed environment and tools (this checkout's, linked)."""
     for name in ("Makefile", ".gitignore", ".dvc/config"):
         shutil.copy(ROOT / name, repo / name)
-    for name in ("pyproject.toml", "uv.lock"):  # mtimes kept: the linked venv counts as synced
+    for name in ("pyproject.toml", "uv.lock"):
         shutil.copy2(ROOT / name, repo / name)
     for name in (".venv", ".tools"):
         (repo / name).symlink_to(ROOT / name)
@@ -59,8 +59,19 @@ def ci_checkout(repo: Path) -> Path:
 
 
 def make(repo: Path, *args: str) -> str:
-    out = run(["make", "--no-print-directory", *args], repo)
+    # `-o install`: the linked environment is this checkout's. Installing through the link would
+    # point its editable install at the temporary copy (every later process, a Dask worker
+    # too, would import that copy) and re-download the Debian servers during the tests.
+    out = run(["make", "--no-print-directory", "-o", "install", *args], repo)
     return out.stdout + out.stderr
+
+
+def installed() -> dict[str, float]:
+    """When this checkout's environment and tools were last installed, and where the
+    environment's editable install points."""
+    stamps = {p: (ROOT / p).stat().st_mtime for p in (".venv/.synced", ".tools/debian/.unpacked")}
+    finder = next((ROOT / ".venv").glob("lib/python*/site-packages/__editable__*finder.py"))
+    return {**stamps, "points here": float(str(ROOT / "pipelines") in finder.read_text())}
 
 
 def ran(output: str) -> list[str]:
@@ -84,6 +95,8 @@ def bento_models(repo: Path, tag: str) -> list[str]:
 def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_champion(
     s3: MotoServer, tmp_path: Path
 ) -> None:
+    before = installed()
+    assert before["points here"]
     for bucket in ("lake", DVC_BUCKET):
         s3.create_bucket(bucket)
     first = ci_checkout(make_repo(tmp_path / "first", deep_update(SMALL_PARAMS, ON_S3)))
@@ -168,6 +181,7 @@ def test_ci_steps_on_s3_a_fresh_clone_pulls_bit_for_bit_and_its_gate_sees_the_ch
     assert json.loads(storage.read_bytes("s3://lake/model-store/registry/champion.json"))[
         "tag"
     ] == champion(second)
+    assert installed() == before  # the CI steps ran on the installed environment, untouched
 
 
 def test_the_service_logs_to_s3_and_loses_nothing_through_an_outage(
