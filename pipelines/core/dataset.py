@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -59,22 +59,47 @@ def join_labels(tx: pd.DataFrame, labels: pd.DataFrame, contract: Contract) -> p
     The last label of an id wins (a corrected label arrives later). The target becomes `Int8`
     (0/1, missing while unknown). Raises ValueError when `tx` lacks the id column.
     """
+    if labels.empty:
+        labels = no_labels(contract)
+    return merge_labels(tx, latest_labels(labels, contract), contract)
+
+
+# A column the reader adds to every row: (part number << 32) + row number, the row's place in the
+# source, so that a "last" or an order survives a shuffle (`latest_labels`, ingest's sort).
+SOURCE_ORDER = "__source_order__"
+
+
+def no_labels(contract: Contract) -> pd.DataFrame:
+    """The empty labels feed: columns id, target and the label time if the contract has one."""
+    c = contract
+    columns = {c.id: pd.Series(dtype="string"), c.target: pd.Series(dtype="Int8")}
+    if c.label_timestamp:
+        columns[c.label_timestamp] = pd.Series(dtype="datetime64[ms]")
+    return pd.DataFrame(columns)
+
+
+def latest_labels(labels: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """One row per id of `labels` (which hold every label of their ids): the last to arrive, by
+    `SOURCE_ORDER` when the column is there, else by row order; columns id, target, label time."""
+    c = contract
+    columns = [c.id, c.target, *([c.label_timestamp] if c.label_timestamp else [])]
+    if not len(labels.columns):  # every labels file of the window was an empty day
+        return no_labels(c)
+    if SOURCE_ORDER in labels.columns:
+        labels = labels.sort_values(SOURCE_ORDER, kind="stable")
+    return labels[columns].drop_duplicates(c.id, keep="last")
+
+
+def merge_labels(tx: Any, latest: Any, contract: Contract) -> Any:
+    """`join_labels` on labels already one per id (`latest_labels`); `tx` and `latest` are both
+    pandas or both dask frames (a left join keeps pandas' row order, not Dask's).
+
+    Raises ValueError when `tx` lacks the id column."""
     c = contract
     if c.id not in tx.columns:
         raise ValueError(f"transactions lack the id column {c.id!r} named in contract.id")
-    columns = [c.id, c.target, *([c.label_timestamp] if c.label_timestamp else [])]
-    if labels.empty:
-        labels = pd.DataFrame(
-            {
-                c.id: pd.Series(dtype="string"),
-                c.target: pd.Series(dtype="Int8"),
-                c.label_timestamp or "": pd.Series(dtype="datetime64[ms]"),
-            }
-        )
-    labels = labels[columns].drop_duplicates(c.id, keep="last")
-    out = tx.merge(labels, on=c.id, how="left", validate="many_to_one")
-    out[c.target] = out[c.target].astype("Int8")
-    return out
+    out = tx.merge(latest, on=c.id, how="left")
+    return out.assign(**{c.target: out[c.target].astype("Int8")})
 
 
 def uniform_types(df: pd.DataFrame) -> pd.DataFrame:
@@ -84,6 +109,29 @@ def uniform_types(df: pd.DataFrame) -> pd.DataFrame:
         c for c in df.columns if df[c].dtype == object and df[c].dropna().map(type).nunique() > 1
     ]
     return df.astype({c: "string" for c in mixed}) if mixed else df
+
+
+def stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The source's partitions as one table: a partition with no column (an empty day) adds
+    nothing, and a column the partitions disagree on is text (`uniform_types`)."""
+    with_columns = [f for f in frames if len(f.columns)]
+    if not with_columns:
+        return frames[0]
+    return uniform_types(pd.concat(with_columns, ignore_index=True))
+
+
+def stacked_schema(schemas: list[pd.DataFrame]) -> pd.DataFrame:
+    """The empty frame `stack` gives for partitions with these (empty) schemas, known before any
+    row is read: the dtype pandas' concatenation gives, and text where the partitions' dtypes
+    make a mixed object column."""
+    with_columns = [f for f in schemas if len(f.columns)] or schemas[:1]
+    out = pd.concat(with_columns, ignore_index=True)
+    mixed = [
+        c
+        for c in out.columns
+        if out[c].dtype == object and len({str(f[c].dtype) for f in with_columns if c in f}) > 1
+    ]
+    return out.astype({c: "string" for c in mixed}) if mixed else out
 
 
 def naive_utc(values: pd.Series, name: str) -> pd.Series:
@@ -152,12 +200,26 @@ def conform(table: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 def content_hash(df: pd.DataFrame) -> str:
     """SHA-256 (hex) of the rows, the column names and their dtypes: same data, same hash."""
+    return chained_hash(df.dtypes, [row_hashes(df)])
+
+
+def row_hashes(df: pd.DataFrame) -> bytes:
+    """pandas' 64-bit hash of each row (`hash_pandas_object`, index excluded), as bytes: a part's
+    share of `content_hash`."""
     try:
         rows = pd.util.hash_pandas_object(df, index=False)
     except TypeError:  # unhashable values in a corrupt column: hash their text
         rows = pd.util.hash_pandas_object(df.astype(str), index=False)
-    head = "\x1f".join(f"{c}:{t}" for c, t in df.dtypes.astype(str).items()).encode()
-    return hashlib.sha256(head + rows.to_numpy().tobytes()).hexdigest()
+    return rows.to_numpy().tobytes()
+
+
+def chained_hash(dtypes: pd.Series, parts: Iterable[bytes]) -> str:
+    """`content_hash` of a table given its dtypes and its parts' `row_hashes` in row order: a
+    table split in parts hashes as the whole."""
+    digest = hashlib.sha256("\x1f".join(f"{c}:{t}" for c, t in dtypes.astype(str).items()).encode())
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def validation_split(

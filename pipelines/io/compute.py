@@ -25,7 +25,7 @@ import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.config import Compute, Settings
-from pipelines.core import model
+from pipelines.core import dataset, model
 from pipelines.core.families import FAMILIES
 from pipelines.core.features import FeatureSpec
 from pipelines.core.model import TabularModel
@@ -45,6 +45,12 @@ class Engine(ABC):
         """The table at `url` (a file or a dataset directory)."""
 
     @abstractmethod
+    def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> Any:
+        """One table from the Parquet files `urls` (at least one): part i is `fn(file i's frame,
+        *args)` with `core.dataset.SOURCE_ORDER` added, stacked by `core.dataset.stack`'s rules
+        (`fn` must also accept an empty frame). Raises ValueError naming an unreadable file."""
+
+    @abstractmethod
     def per_entity(self, frame: Any, fn: PartFunction, entity: str | None, *args: Any) -> Any:
         """`fn(part, *args)` over parts that each hold all the rows of their entities (every row
         of one `entity` value in the same part; any split when `entity` is None); `fn` returns a
@@ -59,6 +65,15 @@ class Engine(ABC):
     @abstractmethod
     def values(self, *results: Any) -> tuple[Any, ...]:
         """Reductions (`frame[...].sum()`) as plain values, computed in one pass."""
+
+    @abstractmethod
+    def written(self, url: str, frame: Any) -> Any:
+        """The table `write_parquet` just wrote from `frame`, to reduce further: `frame` itself
+        in memory; on a cluster the stored table (recomputing `frame` would redo the stage)."""
+
+    @abstractmethod
+    def content_hash(self, frame: Any) -> str:
+        """`core.dataset.content_hash` of `frame`, part by part in row order."""
 
     @abstractmethod
     def fit(
@@ -87,6 +102,11 @@ class Local(Engine):
     def read_parquet(self, url: str) -> pd.DataFrame:
         return storage.read_parquet(url)
 
+    def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> pd.DataFrame:
+        return dataset.stack(
+            [_ordered(fn(storage.read_parquet(u), *args), i) for i, u in enumerate(urls)]
+        )
+
     def per_entity(
         self, frame: pd.DataFrame, fn: PartFunction, entity: str | None, *args: Any
     ) -> pd.DataFrame:
@@ -97,6 +117,12 @@ class Local(Engine):
 
     def values(self, *results: Any) -> tuple[Any, ...]:
         return results
+
+    def written(self, url: str, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame
+
+    def content_hash(self, frame: pd.DataFrame) -> str:
+        return dataset.content_hash(frame)
 
     def fit(
         self, family: str, X: pd.DataFrame, y: pd.Series, spec: FeatureSpec, params: Any, seed: int
@@ -134,6 +160,24 @@ class Dask(Engine):
             frame = frame.repartition(npartitions=self.partitions)
         return frame
 
+    def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> Any:
+        import dask.dataframe as dd
+
+        # The schema before any row is read: each file's footer through `fn`, stacked as the
+        # rows would be, so a day with a missing or retyped column reaches the gate as on pandas.
+        meta = dataset.stacked_schema(
+            [_ordered(fn(storage.read_schema(u), *args), i) for i, u in enumerate(urls)]
+        )
+        return dd.from_map(
+            _source_part,
+            urls,
+            range(len(urls)),
+            args=[fn, meta, *args],
+            meta=meta,
+            label="read-source",
+            enforce_metadata=False,
+        )
+
     def per_entity(self, frame: Any, fn: PartFunction, entity: str | None, *args: Any) -> Any:
         # The output's schema, from the function itself on a few real rows: Dask's guess from
         # made-up values would run the feature code on data it was never meant to see.
@@ -143,7 +187,7 @@ class Dask(Engine):
         meta = fn(sample, *args).iloc[:0]
         parts = (
             frame.shuffle(on=entity, npartitions=self.partitions)
-            if entity
+            if entity in frame.columns  # a table without it is `fn`'s to refuse, as on pandas
             else frame.repartition(npartitions=self.partitions)
         )
         return parts.map_partitions(_conformed, fn, meta.dtypes.to_dict(), *args, meta=meta)
@@ -169,6 +213,17 @@ class Dask(Engine):
         import dask
 
         return tuple(dask.compute(*results))
+
+    def written(self, url: str, frame: Any) -> Any:
+        return self.read_parquet(url)
+
+    def content_hash(self, frame: Any) -> str:
+        import dask
+
+        hashes = [dask.delayed(dataset.row_hashes)(part) for part in frame.to_delayed()]
+        futures = self.client.compute(hashes)
+        # Gathered in row order one at a time: a part's hashes are 8 bytes a row.
+        return dataset.chained_hash(frame.dtypes, (f.result() for f in futures))
 
     def fit(
         self, family: str, X: Any, y: Any, spec: FeatureSpec, params: Any, seed: int
@@ -269,6 +324,20 @@ def _scored(part: pd.DataFrame, fitted: TabularModel, target: str) -> pd.DataFra
 
 def _sorted_part(part: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
     return part.sort_values(by)[columns]
+
+
+def _ordered(part: pd.DataFrame, index: int) -> pd.DataFrame:
+    if not len(part.columns):  # an empty day's file: `stack` leaves it out
+        return part
+    order = (np.int64(index) << 32) + np.arange(len(part), dtype=np.int64)
+    return part.assign(**{dataset.SOURCE_ORDER: order})
+
+
+def _source_part(
+    url: str, index: int, fn: PartFunction, meta: pd.DataFrame, *args: Any
+) -> pd.DataFrame:
+    part = _ordered(fn(storage.read_parquet(url), *args), index)
+    return part.reindex(columns=meta.columns).astype(meta.dtypes.to_dict())
 
 
 def _conformed(part: pd.DataFrame, fn: PartFunction, dtypes: dict[str, Any], *args: Any) -> Any:

@@ -202,6 +202,24 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"cannot read Parquet at {url}: {err}") from None
 
 
+def read_schema(url: str) -> pd.DataFrame:
+    """The Parquet file at `url` as an empty frame: its columns and the dtypes `read_parquet`
+    gives them, from the footer alone. Raises FileNotFoundError when absent, ValueError naming
+    the URL when the footer is corrupt."""
+    try:
+        with _naming(url):
+            fs, path = filesystem(url)
+            f = fs.open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {url}") from None
+    try:
+        with f:
+            schema = pq.read_schema(f)
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"cannot read Parquet at {url}: {err}") from None
+    return schema.empty_table().to_pandas()
+
+
 def require_complete(url: str) -> None:
     """Raises ValueError naming `url` when the dataset directory there lacks its marker."""
     if not exists(join(url, DATASET_MARKER)):

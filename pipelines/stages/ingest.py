@@ -4,42 +4,55 @@ The window is resolved here, once (`core.dataset.resolve_window`): pinned instan
 null end is the start of the window's unit after the newest data, so new data in the source moves
 it: that is how a retraining trains on the newest data without editing params). The manifest
 records the resolved window and the stages after this one read it from there. Transactions in
-[start, end) are joined with the labels that had arrived by the cutoff
-(`core.dataset.join_labels`). The reading is schema-agnostic on purpose: a corrupt partition must
-reach the validate stage intact so the gate can name what is wrong with it.
-The source's layouts are `io.source`'s.
+[start, end) are joined with the labels that had arrived by the cutoff, the last label of an id
+winning (`core.dataset.latest_labels`, `merge_labels`). The reading is schema-agnostic on purpose:
+a corrupt partition must reach the validate stage intact so the gate can name what is wrong with
+it. The source's layouts are `io.source`'s.
+
+The partitioned layout runs on the `compute` engine: with Dask each day file is a partition read
+on a worker, the labels are shuffled by id to find each id's latest, and the snapshot is written
+as a Parquet dataset in the source's order, the same rows and content hash as pandas gives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
 import pandas as pd
 
-from pipelines.config import Settings
+from pipelines.config import Contract, Settings
 from pipelines.core.dataset import (
+    SOURCE_ORDER,
     conform,
-    content_hash,
-    join_labels,
+    latest_labels,
+    merge_labels,
+    no_labels,
     resolve_window,
     uniform_types,
     window_days,
 )
 from pipelines.core.layout import Layout
 from pipelines.core.span import at
-from pipelines.io import manifest, source, storage
+from pipelines.io import compute, manifest, source, storage
+from pipelines.io.compute import Engine, Local
 
 Window = tuple[pd.Timestamp, pd.Timestamp]
 
 
-def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str, Any]]:
+def read_partitioned(
+    settings: Settings, engine: Engine | None = None
+) -> tuple[Any, Window, dict[str, Any]]:
     """The partitioned layout: the transactions of the window (from the days it touches) and the
-    labels feed up to the cutoff. The newest partition counts as a whole day of data.
+    labels feed up to the cutoff, read and joined on `engine` (a pandas frame in order, or a dask
+    frame in the same order, never whole in one process). The newest partition counts as a whole
+    day of data.
 
     Raises FileNotFoundError naming the source when no day of the window has a partition.
     """
-    src, win = settings.paths.source, settings.ingest
+    engine = engine or Local()
+    src, win, c = settings.paths.source, settings.ingest, settings.contract
     tx_parts = source.transaction_partitions(src)
     oldest, newest = (
         (
@@ -51,9 +64,8 @@ def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str
     )
     start, end = resolve_window(win, oldest, newest)
     days = window_days(start, end)
-    c = settings.contract
-    frames = [conform(storage.read_parquet(tx_parts[d]), c) for d in days if d in tx_parts]
-    if not frames:
+    urls = [tx_parts[d] for d in days if d in tx_parts]
+    if not urls:
         raise FileNotFoundError(
             f"no transaction partitions in {src}/{source.TRANSACTIONS} for "
             f"{at(start)}..{at(end)} (end exclusive)"
@@ -65,23 +77,42 @@ def read_partitioned(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str
             f"{' ...' if len(missing) > 5 else ''}",
             file=sys.stderr,
         )
-    with_columns = [f for f in frames if len(f.columns)]
-    tx = uniform_types(pd.concat(with_columns, ignore_index=True)) if with_columns else frames[0]
-    tx = _within(tx, c.timestamp, start, end)
+    tx = engine.read_parts(urls, _window_rows, c, start, end)
 
-    cutoff = win.label_cutoff
-    labels = [
-        conform(storage.read_parquet(u), c)
+    cutoff = None if win.label_cutoff is None else pd.Timestamp(win.label_cutoff)
+    label_urls = [
+        u
         for d, u in source.label_partitions(src).items()
-        if cutoff is None or pd.Timestamp(d) < pd.Timestamp(cutoff)
+        if cutoff is None or pd.Timestamp(d) < cutoff
     ]
-    arrived = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
-    if cutoff is not None and c.label_timestamp in arrived.columns:
-        # Label partitions are whole days of arrival: a cutoff within a day keeps its earlier ones.
-        when = pd.to_datetime(arrived[c.label_timestamp], errors="coerce")
-        arrived = arrived[((when < pd.Timestamp(cutoff)) | when.isna()).to_numpy()]
-    raw = join_labels(tx, arrived, settings.contract)
-    return raw, (start, end), {"partitions": len(frames), "missing_days": missing}
+    latest = (
+        engine.per_entity(
+            engine.read_parts(label_urls, _arrived, c, cutoff), latest_labels, c.id, c
+        )
+        if label_urls
+        else no_labels(c)
+    )
+    joined = merge_labels(tx, latest, c)
+    # The snapshot keeps the source's order (day, then row) on every engine: a cluster's join
+    # scatters rows, and the content hash and a reader's expectations depend on the order.
+    raw = engine.sort(joined, [SOURCE_ORDER], like=tx[SOURCE_ORDER]).drop(columns=SOURCE_ORDER)
+    return raw, (start, end), {"partitions": len(urls), "missing_days": missing}
+
+
+def _window_rows(
+    part: pd.DataFrame, contract: Contract, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    return _within(conform(part, contract), contract.timestamp, start, end)
+
+
+def _arrived(part: pd.DataFrame, contract: Contract, cutoff: pd.Timestamp | None) -> pd.DataFrame:
+    """A labels partition's labels that had arrived by `cutoff` (a partition is a whole day of
+    arrivals: a cutoff within a day keeps its earlier ones)."""
+    part = conform(part, contract)
+    if cutoff is None or contract.label_timestamp not in part.columns:
+        return part
+    when = pd.to_datetime(part[contract.label_timestamp], errors="coerce")
+    return part[((when < cutoff) | when.isna()).to_numpy()]
 
 
 def read_single_table(settings: Settings) -> tuple[pd.DataFrame, Window, dict[str, Any]]:
@@ -124,17 +155,24 @@ def _within(
     return table[inside.to_numpy()].reset_index(drop=True)
 
 
-def run(settings: Settings) -> pd.DataFrame:
-    """Write the snapshot and its manifest (source, resolved window, rows, labelled rows, hash)."""
+def run(settings: Settings) -> None:
+    """Write the snapshot (on the `compute` engine for the partitioned layout; a single table is
+    read whole, in this process) and its manifest (source, resolved window, rows, labelled
+    rows, hash)."""
     src, win, layout = settings.paths.source, settings.ingest, Layout(settings)
-    raw, (start, end), read = (
-        read_single_table if source.is_single_table(src) else read_partitioned
-    )(settings)
-    frames, missing = read["partitions"], read["missing_days"]
-
-    storage.write_parquet(raw, layout.raw_table)
+    single = source.is_single_table(src)
     target = settings.contract.target
-    labelled = raw[target].notna() if target in raw.columns else pd.Series(False, index=raw.index)
+    with contextlib.nullcontext(Local()) if single else compute.engine(settings) as engine:
+        raw, (start, end), read = (
+            read_single_table(settings) if single else read_partitioned(settings, engine)
+        )
+        rows = engine.write_parquet({layout.raw_table: raw})[layout.raw_table]
+        written = engine.written(layout.raw_table, raw)
+        (labelled,) = (
+            engine.values(written[target].notnull().sum()) if target in written.columns else (0,)
+        )
+        sha = engine.content_hash(written)
+    frames, missing = read["partitions"], read["missing_days"]
     manifest.write(
         settings,
         {
@@ -149,13 +187,12 @@ def run(settings: Settings) -> pd.DataFrame:
             },
             "partitions": frames,
             "missing_days": missing,
-            "rows": len(raw),
-            "labelled_rows": int(labelled.sum()),
-            "sha256": content_hash(raw),
+            "rows": rows,
+            "labelled_rows": int(labelled),
+            "sha256": sha,
         },
     )
     print(
-        f"ingest: {len(raw):,} transactions of {at(start)}..{at(end)} (end exclusive) from {frames} partition(s) "
-        f"({int(labelled.sum()):,} labelled) → {settings.paths.raw}"
+        f"ingest: {rows:,} transactions of {at(start)}..{at(end)} (end exclusive) from "
+        f"{frames} partition(s) ({int(labelled):,} labelled, {engine.tag}) → {settings.paths.raw}"
     )
-    return raw

@@ -212,6 +212,89 @@ def test_an_unreachable_scheduler_is_named(validated: Path) -> None:
         pass
 
 
+def awkward_source(root: Path) -> tuple[str, int, tuple[str, int]]:
+    """A partitioned source as real feeds deliver one: a day whose amounts arrive as text, a day
+    without the `channel` column, an empty day file with no column at all, and a label corrected
+    by a later one (flipped, arriving two days after). Returns its URL, how many rows lack
+    their channel, and the corrected label (id, the later value)."""
+    from pipelines.config import parse_settings
+    from pipelines.io import source
+    from pipelines.sources import simulator
+
+    world = parse_settings({"simulate": {"cards": 150, "days": 6, "tx_per_day": 300}})
+    tx, labels = simulator.generate(world.simulate)
+    day = tx["ts"].dt.date
+    days = sorted(set(day))
+    tx = tx[day != days[3]]  # the empty day
+    tx["amount"] = tx["amount"].astype(object)
+    on_day_1 = (day == days[1]).reindex(tx.index)
+    tx.loc[on_day_1, "amount"] = tx.loc[on_day_1, "amount"].map(lambda a: f"{a:.2f}")
+    on_day_2 = (day == days[2]).reindex(tx.index)
+    tx.loc[on_day_2, "channel"] = None  # a day without the column
+    first = labels.iloc[[0]].copy()
+    first["is_fraud"] = 1 - first["is_fraud"]
+    first["label_ts"] = first["label_ts"] + pd.Timedelta(days=2)
+    labels = pd.concat([labels, first], ignore_index=True)
+    url = str(root / "source")
+    source.write_partitioned(url, tx, labels, world.contract, days=days)
+    corrected = (str(first["transaction_id"].iloc[0]), int(first["is_fraud"].iloc[0]))
+    return url, int(on_day_2.sum()), corrected
+
+
+def test_ingest_on_a_cluster_writes_the_pandas_snapshot_and_hash_from_an_awkward_source(
+    tmp_path: Path, cluster: str
+) -> None:
+    from pipelines.config import parse_settings
+    from pipelines.io import manifest
+    from pipelines.stages import ingest, validate
+
+    src, without_channel, (corrected, later) = awkward_source(tmp_path)
+    snapshots, manifests, verdicts = {}, {}, {}
+    for name, compute_params in {
+        "local": {"engine": "local"},
+        "dask": {"engine": "dask", "address": cluster, "partitions": 3},
+    }.items():
+        out = tmp_path / name
+        settings = parse_settings(
+            {
+                "paths": {
+                    "source": src,
+                    "raw": str(out / "raw"),
+                    "validation": str(out / "validation"),
+                    "gate_reference": str(tmp_path / "gate_reference.yaml"),
+                },
+                "ingest": {"start": "2026-01-01", "end": "2026-01-07"},
+                "validate": {"min_rows": 100, "label_rate": [0.0, 0.2]},
+                "compute": compute_params,
+            }
+        )
+        ingest.run(settings)
+        raw_table = Path(Layout(settings).raw_table)
+        assert raw_table.is_dir() == (name == "dask")
+        snapshots[name] = storage.read_parquet(str(raw_table))
+        manifests[name] = manifest.read(settings)
+        verdicts[name] = (validate.main(settings), validate_failures(settings))
+    local, on_dask = snapshots["local"], snapshots["dask"]
+    assert local["amount"].dtype == "string"  # the retyped day made the column text
+    assert local["channel"].isna().sum() == without_channel > 0
+    labelled = local.set_index("transaction_id")["is_fraud"]
+    assert labelled[corrected] == later  # the later label won
+    pd.testing.assert_frame_equal(on_dask, local, check_exact=True)
+    assert manifests["dask"] == manifests["local"]  # the content hash too
+    assert (
+        manifests["local"]["rows"] == len(local)
+        and labelled.notna().sum() == (manifests["local"]["labelled_rows"])
+    )
+    # The gate sees the same faults either way.
+    assert verdicts["dask"] == verdicts["local"]
+    assert verdicts["local"][0] == 65 and "amount" in verdicts["local"][1]
+
+
+def validate_failures(settings: Settings) -> str:
+    summary = storage.read_json(Layout(settings).validation_summary)
+    return " ".join(sorted(r["key"] for r in summary["results"] if not r["success"]))
+
+
 @contextlib.contextmanager
 def dask_engine(cluster: str) -> Iterator[compute.Engine]:
     from pipelines.config import parse_settings

@@ -92,3 +92,26 @@ def test_a_directory_that_is_not_a_table_is_never_replaced(tmp_path: Path) -> No
         storage.write_json(str(kept), {"a": 1})
     assert (kept / "index.html").read_text() == "a report"
     assert [p.name for p in tmp_path.iterdir()] == ["reports"]
+
+
+def test_a_files_schema_is_read_from_its_footer_as_read_parquet_types_it(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "ts": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+            "y": pd.array([1, None], dtype="Int8"),
+            "x": [1.5, 2.0],
+        }
+    )
+    url = str(tmp_path / "part.parquet")
+    storage.write_parquet(frame, url)
+    schema = storage.read_schema(url)
+    assert schema.empty and list(schema.columns) == list(frame.columns)
+    assert schema.dtypes.to_dict() == storage.read_parquet(url).dtypes.to_dict()
+    (tmp_path / "torn.parquet").write_bytes(b"PAR1 not a footer")
+    with pytest.raises(ValueError, match="torn.parquet"):
+        storage.read_schema(str(tmp_path / "torn.parquet"))
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        storage.read_schema(str(tmp_path / "missing.parquet"))
