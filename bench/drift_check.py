@@ -6,7 +6,9 @@
    rows scored the day before, which it must skip), a 300k-row training table, 1M labels and a
    champion in a temporary BENTOML_HOME. Each size runs in a fresh process: wall time of the
    first check (cold: Evidently and BentoML are imported on first use), of a second check
-   (warm: what a long-lived worker pays), and the process's peak RSS. Target: 1M rows < 10 s.
+   (warm: what a long-lived worker pays), and the process's peak RSS; each with the default
+   `drift.read_rows` (a larger window is read as a sample of that many rows) and with no limit
+   (the whole window read, as before the setting existed), side by side. Target: 1M rows < 10 s.
 2. Verdicts: `core.drift.check` on each simulated scenario (800 cards, 30 days, 3000 tx/day;
    reference = first 20 days, current = the last 7, the scenario starts on day 22), with the
    params.yaml defaults and with the values recommended in the drift-check notes, side by side.
@@ -192,6 +194,7 @@ def measure(params: dict, now: dt.datetime) -> dict:
         "first_s": t2 - t1,
         "warm_s": t3 - t2,
         "rows": first["rows"],
+        "window_rows": first["window"]["rows"],
         "detected": first["detected"],
         "drifted": first["drifted_columns"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -206,18 +209,24 @@ def cost(sizes: list[int], seed: int) -> list[dict]:
         for n in sizes:
             root = Path(tmp) / f"n{n}"
             params, now = prepare(root, n, seed, model)
-            job = json.dumps({"params": params, "now": now.isoformat()})
-            out = subprocess.run(
-                [sys.executable, __file__, "--measure", job],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if out.returncode != 0:
-                raise SystemExit(f"measurement for {n:,} rows failed:\n{out.stderr[-3000:]}")
-            rows.append({"logged_rows": n, **json.loads(out.stdout.strip().splitlines()[-1])})
+            for limit in (S.drift.read_rows, UNLIMITED):
+                limited = {**params, "drift": {**params["drift"], "read_rows": limit}}
+                job = json.dumps({"params": limited, "now": now.isoformat()})
+                out = subprocess.run(
+                    [sys.executable, __file__, "--measure", job],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if out.returncode != 0:
+                    raise SystemExit(f"measurement for {n:,} rows failed:\n{out.stderr[-3000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append({"logged_rows": n, "read_rows": limit, **result})
     return rows
+
+
+UNLIMITED = 10**12  # drift.read_rows that no window reaches: the whole window is read
 
 
 # --- verdicts ---------------------------------------------------------------------------------
@@ -274,13 +283,16 @@ def main() -> None:
         f" sample_rows {S.drift.sample_rows:,}; {os.cpu_count()} CPUs)"
     )
     print(
-        f"{'logged rows':>12} {'imports s':>10} {'1st check s':>12} {'cold total s':>13} {'warm s':>7}"
-        f" {'peak RSS MB':>12} {'rows in window':>15}  verdict"
+        f"{'logged rows':>12} {'read_rows':>10} {'imports s':>10} {'1st check s':>12}"
+        f" {'cold total s':>13} {'warm s':>7} {'peak RSS MB':>12} {'rows in window':>15}"
+        f" {'rows read':>10}  verdict"
     )
     for r in cost(a.sizes, a.seed):
+        limit = "none" if r["read_rows"] == UNLIMITED else f"{r['read_rows']:,}"
         print(
-            f"{r['logged_rows']:>12,} {r['import_s']:>10.2f} {r['first_s']:>12.2f} {r['import_s'] + r['first_s']:>13.2f}"
-            f" {r['warm_s']:>7.2f} {r['peak_rss_mb']:>12.0f} {r['rows']:>15,}"
+            f"{r['logged_rows']:>12,} {limit:>10} {r['import_s']:>10.2f} {r['first_s']:>12.2f}"
+            f" {r['import_s'] + r['first_s']:>13.2f} {r['warm_s']:>7.2f} {r['peak_rss_mb']:>12.0f}"
+            f" {r['window_rows']:>15,} {r['rows']:>10,}"
             f"  {'detected ' + ','.join(r['drifted']) if r['detected'] else '-'}"
         )
     print(

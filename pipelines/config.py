@@ -713,6 +713,13 @@ class Drift(_Frozen):
     sample_rows: int = Field(
         20_000, gt=0, description="Seeded sample of larger windows and of the reference."
     )
+    read_rows: int = Field(
+        500_000,
+        gt=0,
+        description="At most this many logged rows are read per check: a larger window is read "
+        "as a uniform sample of this size (by record id, file by file), so the check's memory "
+        "does not grow with traffic. The counts and the label join use these rows.",
+    )
     seed: int = 0
     num_method: str = Field(
         "wasserstein", description="Evidently drift method for numeric columns."
@@ -751,6 +758,16 @@ class Drift(_Frozen):
             "checks that confirmed drift."
         ),
     )
+
+    @model_validator(mode="after")
+    def _reads_what_it_samples(self) -> Drift:
+        if self.read_rows < max(self.sample_rows, self.min_rows):
+            raise ValueError(
+                f"drift.read_rows ({self.read_rows}) must be at least drift.sample_rows "
+                f"({self.sample_rows}) and drift.min_rows ({self.min_rows}): the check samples "
+                "and counts the rows it read"
+            )
+        return self
 
 
 class Monitoring(_Frozen):

@@ -42,6 +42,25 @@ def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df.iloc[keep]
 
 
+def sample_keys(ids: pd.Series, seed: int) -> np.ndarray:
+    """(rows,) uint64: each row's place in a window's sample, pandas' hash of its id salted by
+    `seed` (`hash_pandas_object`, SipHash): the same record always draws the same key, however
+    the log is split into files."""
+    salt = f"{seed:016d}"[-16:]
+    return pd.util.hash_pandas_object(ids.astype(str), index=False, hash_key=salt).to_numpy()
+
+
+def lowest_keys(frame: pd.DataFrame, key: str, n: int) -> pd.DataFrame:
+    """The `n` rows of `frame` whose `key` is lowest (all of them if there are no more), in
+    `frame`'s order. Taken part by part and again over the parts' winners, it gives the rows the
+    whole would: a bottom-k sample (Cohen & Kaplan, "Summarizing data using bottom-k sketches",
+    PODC 2007), uniform when the keys are hashes."""
+    if len(frame) <= n:
+        return frame
+    keep = np.sort(np.argpartition(frame[key].to_numpy(), n - 1)[:n])
+    return frame.iloc[keep]
+
+
 # --- what one window measured -------------------------------------------------------------------
 
 

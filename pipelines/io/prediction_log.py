@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipelines.core.drift import lowest_keys, sample_keys
 from pipelines.core.features import to_ms
 from pipelines.io import storage
 
@@ -340,6 +341,47 @@ def read_window(url: str, start: dt.datetime, end: dt.datetime, columns: list[st
     )
     wanted = list(dict.fromkeys([*columns, LogColumn.SCORED_AT]))
     return storage.scan_parquet(url, files, wanted, window).to_pandas()
+
+
+def read_window_sample(
+    url: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    columns: list[str],
+    rows: int,
+    key: str,
+    seed: int,
+) -> tuple[pd.DataFrame, int]:
+    """`read_window` for a window of any size: every row when it has at most `rows`, else the
+    `rows` whose `key` (a column of `columns`, the record id) hashes lowest with `seed`
+    (`core.drift.sample_keys`): a uniform sample, the same however the log is split into files.
+    Read a batch at a time, each batch cut to its lowest and merged with the rows kept so far,
+    so memory holds `rows` rows and one batch, never the window. Rows in the log's order.
+
+    Returns (the rows, how many rows the window has). Raises ValueError as `read_window` does.
+    """
+    files = [f for f in storage.glob(url, PART_GLOB) if _may_hold(f, start)]
+    when = ds.field(LogColumn.SCORED_AT)
+    window = (when >= pa.scalar(start, pa.timestamp("us"))) & (
+        when <= pa.scalar(end, pa.timestamp("us"))
+    )
+    wanted = list(dict.fromkeys([*columns, LogColumn.SCORED_AT]))
+    kept: list[pd.DataFrame] = []
+    total = 0
+    for i, batch in enumerate(storage.scan_parquet_batches(url, files, wanted, window)):
+        frame = batch.to_pandas()
+        total += len(frame)
+        frame[_ORDER] = (np.int64(i) << 32) + np.arange(len(frame), dtype=np.int64)
+        frame[_KEY] = sample_keys(frame[key], seed)
+        kept = [lowest_keys(pd.concat([*kept, frame], ignore_index=True), _KEY, rows)]
+    if not kept:
+        return storage.scan_parquet(url, [], wanted, None).to_pandas(), 0
+    out = kept[0].sort_values(_ORDER, kind="stable").drop(columns=[_ORDER, _KEY])
+    return out.reset_index(drop=True), total
+
+
+# Columns the sampled read adds while it runs: a row's place in the scan and its sample key.
+_ORDER, _KEY = "__scan_order__", "__sample_key__"
 
 
 def _may_hold(file: str, start: dt.datetime) -> bool:

@@ -272,8 +272,25 @@ def scan_parquet(
     """
     if not files:
         return pa.table({c: pa.array([], pa.null()) for c in columns})
-    name = base
-    with _naming(name):
+    dataset = _dataset(base, files, columns)
+    with _naming(base):
+        return dataset.to_table(columns=columns, filter=where)
+
+
+def scan_parquet_batches(
+    base: str, files: list[str], columns: list[str], where: ds.Expression | None
+) -> Iterator[pa.RecordBatch]:
+    """`scan_parquet` as record batches (Arrow's, ~130k rows at most), file by file in the order
+    of `files`: the rows of more files than fit in memory, a batch at a time."""
+    if not files:
+        return
+    dataset = _dataset(base, files, columns)
+    with _naming(base):
+        yield from dataset.to_batches(columns=columns, filter=where)
+
+
+def _dataset(base: str, files: list[str], columns: list[str]) -> ds.Dataset:
+    with _naming(base):
         fs, _ = filesystem(base)
         files = [fs._strip_protocol(f) for f in files]
         arrow_fs = (
@@ -287,9 +304,8 @@ def scan_parquet(
         schema = factory.inspect(promote_options="permissive", fragments=None)
     missing = [c for c in columns if c not in schema.names]
     if missing:
-        raise ValueError(f"{name} lacks columns {missing} (it has {schema.names})")
-    with _naming(name):
-        return factory.finish(schema).to_table(columns=columns, filter=where)
+        raise ValueError(f"{base} lacks columns {missing} (it has {schema.names})")
+    return factory.finish(schema)
 
 
 def read_table(url: str, text_columns: Iterable[str] = (), decimal: str = ".") -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The drift-check job: a window of the prediction log against the training reference.
 
-Reads the window (`io.prediction_log.read_window`), the labels that have arrived for it
+Reads the window (`io.prediction_log.read_window_sample`: every row up to `drift.read_rows`, a
+uniform sample of that size beyond), the labels that have arrived for it
 (`io.source.read_labels`) and a seeded sample of the training table scored by the champion;
 measures with Evidently (`io.drift_report`), judges with the rules of `core.drift`, and writes
 the report, the summary and the check state (`core.layout` names them):
@@ -15,7 +16,8 @@ than `drift.retention_days` are deleted, except those of checks that confirmed d
 
 Local writes are atomic (temp file + rename). The job stays cheap on a large log: log files
 flushed before the window are skipped by name, only the columns the check uses are decoded, rows
-are filtered by `scored_at` while reading, and the reference is scored on a sample.
+are filtered by `scored_at` while reading, a window past `drift.read_rows` is sampled a batch at
+a time (memory does not grow with traffic), and the reference is scored on a sample.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pipelines.core.drift import CheckState, columns_to_check, naive_utc, sample
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
 from pipelines.io import drift_metrics, drift_report, registry, source, storage
-from pipelines.io.prediction_log import LogColumn, read_window
+from pipelines.io.prediction_log import LogColumn, read_window_sample
 
 log = logging.getLogger(__name__)
 STAMP = "%Y%m%dT%H%M%SZ"  # a check's directory: the UTC time it ran
@@ -81,11 +83,14 @@ def check(settings: Settings, now: dt.datetime) -> dict[str, Any]:
     d, c, layout = settings.drift, settings.contract, Layout(settings)
     start = d.window.before(pd.Timestamp(now)).to_pydatetime()
     columns = columns_to_check(settings)
-    current = read_window(
+    current, window_rows = read_window_sample(
         settings.serving.prediction_log,
         start,
         now,
         list(dict.fromkeys([c.id, c.timestamp, *columns, LogColumn.PROBABILITY])),
+        d.read_rows,
+        c.id,
+        d.seed,
     )
     reference, champion = pd.DataFrame(), None
     if len(current) >= d.min_rows:  # below it there is no verdict: spare the reads
@@ -116,7 +121,12 @@ def check(settings: Settings, now: dt.datetime) -> dict[str, Any]:
         "message": verdict.reason,
         "verdict": verdict.to_dict(),
         "checked_at": now.isoformat(),
-        "window": {"start": start.isoformat(), "end": now.isoformat(), "span": str(d.window)},
+        "window": {
+            "start": start.isoformat(),
+            "end": now.isoformat(),
+            "span": str(d.window),
+            "rows": window_rows,  # `rows` above counts those read: a sample past drift.read_rows
+        },
         "columns": columns,
         "champion": champion,
         "state": state.to_dict(),

@@ -278,6 +278,30 @@ def test_drift_check_writes_report_summary_state_and_applies_persistence(deploye
     assert not leftovers
 
 
+@pytest.mark.parametrize("scenario", ["covariate_shift", "none"])
+def test_a_window_past_read_rows_is_read_as_a_sample_with_the_whole_windows_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: str
+) -> None:
+    """Quality is judged on the sample's labelled rows: here 5% of the rows are labelled, so a
+    5,000-row sample holds fewer than drift.min_labelled and quality is not judged on it (a
+    window's labelled share decides how large read_rows must be; README, drift check)."""
+    settings, _, current = world_on_disk(tmp_path, monkeypatch, scenario)
+    now = (current[C.timestamp].max() + pd.Timedelta(minutes=1)).to_pydatetime()
+
+    def checked_reading(rows: int) -> dict:
+        d = settings.drift.model_copy(
+            update={"sample_rows": 3000, "read_rows": rows, "reports": str(tmp_path / str(rows))}
+        )
+        return drift_check.check(settings.model_copy(update={"drift": d}), now)
+
+    whole, sampled = checked_reading(10**6), checked_reading(5000)
+    assert whole["window"]["rows"] == sampled["window"]["rows"] == whole["rows"] > 4 * 5000
+    assert sampled["rows"] == 5000 and 0 < sampled["labelled"] < whole["labelled"]
+    verdicts = ("detected", "data_drift", "quality_drift", "drifted_columns")
+    assert {k: sampled[k] for k in verdicts} == {k: whole[k] for k in verdicts}
+    assert whole["detected"] == (scenario != "none")
+
+
 def test_retraining_starts_the_cooldown(deployed) -> None:
     settings, _, current = deployed
     now = (current[C.timestamp].max() + pd.Timedelta(minutes=1)).to_pydatetime()

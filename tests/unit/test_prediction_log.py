@@ -228,3 +228,62 @@ def test_column_batches_and_frames_mixed_are_logged_in_full(tmp_path: Path, spoo
     plog.close()
     pd.testing.assert_frame_equal(by_id(read_log(url)), expected, check_exact=True)
     assert plog.stats().rows_appended == 90
+
+
+def logged(root: Path, frame: pd.DataFrame, chunk: int) -> str:
+    """`frame` logged to a new log under `root`, appended and flushed `chunk` rows at a time."""
+    log = PredictionLog(
+        str(root),
+        timestamp_column="ts",
+        flush_rows=chunk,
+        flush_seconds=3600,
+        spool_dir=root.parent / f"{root.name}-spool",
+    )
+    for start in range(0, len(frame), chunk):
+        log.append(frame.iloc[start : start + chunk])
+        log.flush()
+    log.close()
+    return str(root)
+
+
+def test_a_window_past_read_rows_is_the_same_uniform_sample_however_the_log_is_split(
+    tmp_path: Path,
+) -> None:
+    import datetime as dt
+
+    from pipelines.core.drift import lowest_keys, sample_keys
+    from pipelines.io.prediction_log import read_window, read_window_sample
+
+    frame = records(6000, minutes=2).assign(scored_at=lambda f: f["ts"] + pd.Timedelta(seconds=2))
+    start, end = dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 9)
+    columns = ["transaction_id", "ts", "probability"]
+    few, many = (logged(tmp_path / name, frame, n) for name, n in (("few", 6000), ("many", 250)))
+    assert len(parts(Path(few))) < len(parts(Path(many)))
+    whole = read_window(few, start, end, columns)
+    assert 3000 < len(whole) < 6000  # the window holds part of the log
+
+    # Up to read_rows, the window itself, as read_window reads it.
+    everything, total = read_window_sample(
+        few, start, end, columns, len(whole), "transaction_id", 0
+    )
+    assert total == len(whole)
+    pd.testing.assert_frame_equal(everything, whole)
+
+    # Past it, the same 1,000 rows from either split: the lowest keys of the whole window.
+    samples = [
+        read_window_sample(u, start, end, columns, 1000, "transaction_id", 0) for u in (few, many)
+    ]
+    assert [t for _, t in samples] == [len(whole)] * 2
+    (first, _), (second, _) = samples
+    assert len(first) == 1000
+    pd.testing.assert_frame_equal(first, second)
+    keyed = whole.assign(k=sample_keys(whole["transaction_id"], 0))
+    expected = lowest_keys(keyed, "k", 1000).drop(columns="k").reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, expected)
+    assert first["ts"].is_monotonic_increasing  # the log's order
+    # Uniform over the window: each half of it holds about half the sample.
+    early = (first["ts"] < whole["ts"].iloc[len(whole) // 2]).mean()
+    assert 0.4 < early < 0.6
+    # Another seed, another sample.
+    other, _ = read_window_sample(few, start, end, columns, 1000, "transaction_id", 1)
+    assert set(other["transaction_id"]) != set(first["transaction_id"])
