@@ -85,7 +85,7 @@ def latest_labels(labels: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     columns = [c.id, c.target, *([c.label_timestamp] if c.label_timestamp else [])]
     if not len(labels.columns):  # every labels file of the window was an empty day
         return no_labels(c)
-    if SOURCE_ORDER in labels.columns:
+    if SOURCE_ORDER in labels.columns and not labels[SOURCE_ORDER].is_monotonic_increasing:
         labels = labels.sort_values(SOURCE_ORDER, kind="stable")
     return labels[columns].drop_duplicates(c.id, keep="last")
 

@@ -111,7 +111,7 @@ def _arrived(part: pd.DataFrame, contract: Contract, cutoff: pd.Timestamp | None
     part = conform(part, contract)
     if cutoff is None or contract.label_timestamp not in part.columns:
         return part
-    when = pd.to_datetime(part[contract.label_timestamp], errors="coerce")
+    when = _instants(part[contract.label_timestamp])
     return part[((when < cutoff) | when.isna()).to_numpy()]
 
 
@@ -150,9 +150,17 @@ def _within(
     corrupt partition) is kept whole for the gate to name."""
     if timestamp not in table.columns:
         return table
-    ts = pd.to_datetime(table[timestamp], errors="coerce")
+    ts = _instants(table[timestamp])
     inside = ((ts >= start) & (ts < end)) | ts.isna()
     return table[inside.to_numpy()].reset_index(drop=True)
+
+
+def _instants(values: pd.Series) -> pd.Series:
+    """`values` as timestamps, a value that is none as missing. `conform` has made a present
+    timestamp column datetime64 already; parsing it again costs ~13 ms a day file."""
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values
+    return pd.to_datetime(values, errors="coerce")
 
 
 def run(settings: Settings) -> None:
