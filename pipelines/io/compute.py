@@ -51,6 +51,15 @@ class Engine(ABC):
         (`fn` must also accept an empty frame). Raises ValueError naming an unreadable file."""
 
     @abstractmethod
+    def read_table(self, url: str, text_columns: Any = (), decimal: str = ".") -> Any:
+        """A team's table at `url` (`storage.read_table`'s formats where this engine reads
+        them). Raises what `storage.read_table` raises."""
+
+    @abstractmethod
+    def require_table_urls(self, *urls: str) -> None:
+        """Raise ValueError naming a URL whose format this engine cannot read or write."""
+
+    @abstractmethod
     def per_entity(self, frame: Any, fn: PartFunction, entity: str | None, *args: Any) -> Any:
         """`fn(part, *args)` over parts that each hold all the rows of their entities (every row
         of one `entity` value in the same part; any split when `entity` is None); `fn` returns a
@@ -65,6 +74,11 @@ class Engine(ABC):
     @abstractmethod
     def values(self, *results: Any) -> tuple[Any, ...]:
         """Reductions (`frame[...].sum()`) as plain values, computed in one pass."""
+
+    @abstractmethod
+    def write_table(self, url: str, frame: Any) -> int:
+        """Write `frame` whole at `url` (`storage.write_table`'s formats where this engine writes
+        them; a reader never sees part of it); returns its rows."""
 
     @abstractmethod
     def written(self, url: str, frame: Any) -> Any:
@@ -102,6 +116,12 @@ class Local(Engine):
     def read_parquet(self, url: str) -> pd.DataFrame:
         return storage.read_parquet(url)
 
+    def require_table_urls(self, *urls: str) -> None:
+        return None  # Parquet and CSV, as `storage` reads and writes them
+
+    def read_table(self, url: str, text_columns: Any = (), decimal: str = ".") -> pd.DataFrame:
+        return storage.read_table(url, text_columns, decimal)
+
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> pd.DataFrame:
         return dataset.stack(
             [_ordered(fn(storage.read_parquet(u), *args), i) for i, u in enumerate(urls)]
@@ -113,10 +133,16 @@ class Local(Engine):
         return fn(frame, *args)
 
     def sort(self, frame: pd.DataFrame, by: list[str], like: Any = None) -> pd.DataFrame:
+        if len(by) == 1 and frame[by[0]].is_monotonic_increasing:  # a pandas join kept the order
+            return frame.reset_index(drop=True)
         return frame.sort_values(by, ignore_index=True)
 
     def values(self, *results: Any) -> tuple[Any, ...]:
         return results
+
+    def write_table(self, url: str, frame: pd.DataFrame) -> int:
+        storage.write_table(frame, url)
+        return len(frame)
 
     def written(self, url: str, frame: pd.DataFrame) -> pd.DataFrame:
         return frame
@@ -159,6 +185,18 @@ class Dask(Engine):
         if frame.npartitions < self.partitions:
             frame = frame.repartition(npartitions=self.partitions)
         return frame
+
+    def require_table_urls(self, *urls: str) -> None:
+        for url in urls:
+            if url.endswith(".csv"):
+                raise ValueError(
+                    f"{url}: the Dask engine reads and writes Parquet (a file or a dataset "
+                    "directory), not CSV: convert it, or use compute.engine: local"
+                )
+
+    def read_table(self, url: str, text_columns: Any = (), decimal: str = ".") -> Any:
+        self.require_table_urls(url)
+        return self.read_parquet(url)
 
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> Any:
         import dask.dataframe as dd
@@ -213,6 +251,10 @@ class Dask(Engine):
         import dask
 
         return tuple(dask.compute(*results))
+
+    def write_table(self, url: str, frame: Any) -> int:
+        self.require_table_urls(url)
+        return self.write_parquet({url: frame})[url]
 
     def written(self, url: str, frame: Any) -> Any:
         return self.read_parquet(url)

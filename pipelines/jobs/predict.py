@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
@@ -37,49 +38,92 @@ from pipelines.config import Settings
 from pipelines.core.dataset import conform
 from pipelines.core.features import FeatureSpec, build_features
 from pipelines.core.model import TabularModel
-from pipelines.io import gate_reference, storage
+from pipelines.io import compute, gate_reference
+from pipelines.io.compute import Engine
 from pipelines.io.prediction_log import LogColumn
 from pipelines.serving.schema import record_model
 from pipelines.serving.scorer import Policy
 
 # How many problems a refusal names (a bad export can have one per row).
 SHOWN_PROBLEMS = 10
+# A column the job adds while it runs: each row's 0-based position in the input table, which a
+# refusal names and by which the output is put back in input order after the entity shuffle.
+ROW = "__row__"
+PROBLEM_COLUMNS = {"row": "int64", "field": "str", "message": "str"}
 
 
 def validate(events: pd.DataFrame, settings: Settings, name: str) -> None:
     """Raise ValueError naming `name`, the missing columns, or the first SHOWN_PROBLEMS invalid
     rows (0-based positions) and fields, when any row is not a record the service accepts."""
-    contract = settings.contract
-    needed = list(dict.fromkeys(contract.columns))
-    missing = [c for c in needed if c not in events.columns]
+    require_columns(events, settings, name)
+    checked = gate_reference.completed(settings)
+    problems = row_problems(numbered(events.reset_index(drop=True)), checked)
+    refuse(name, problems, len(problems))
+
+
+def numbered(events: Any) -> Any:
+    """`events` (a pandas or dask frame) with ROW, each row's 0-based position: a running count,
+    which Dask computes across partitions."""
+    events = events.assign(**{ROW: np.int64(1)})
+    return events.assign(**{ROW: events[ROW].cumsum() - 1})
+
+
+def require_columns(events: Any, settings: Settings, name: str) -> None:
+    """Raise ValueError naming `name` and the contract's columns `events` lacks."""
+    missing = [c for c in dict.fromkeys(settings.contract.columns) if c not in events.columns]
     if missing:
         raise ValueError(f"{name} lacks columns {missing} (it has {list(events.columns)})")
+
+
+def row_problems(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Every invalid value of `events` (rows × contract columns, plus ROW) as the service would
+    refuse it in a request: columns row (the ROW of its row), field, message. `settings` are
+    completed with the gate's reference (`io.gate_reference.completed`): read once, where the
+    job runs, not on each part's worker."""
+    contract = settings.contract
+    needed = list(dict.fromkeys(contract.columns))
     rows = _as_json_values(events[needed], contract.timestamp).to_dict("records")
-    record = record_model(gate_reference.completed(settings))
+    record = record_model(settings)
     adapter: TypeAdapter[list[Any]] = TypeAdapter(list[record])  # type: ignore[valid-type]
     try:
         adapter.validate_python(rows)
     except ValidationError as err:
-        problems = err.errors(include_url=False)
-        shown = "; ".join(
-            f"row {p['loc'][0]} {'.'.join(str(x) for x in p['loc'][1:])}: {p['msg']}"
-            for p in problems[:SHOWN_PROBLEMS]
-        )
-        more = len(problems) - SHOWN_PROBLEMS
-        raise ValueError(
-            f"{name}: {len(problems)} invalid value(s), nothing scored (rows counted from 0): {shown}"
-            + (f"; and {more} more" if more > 0 else "")
-        ) from None
+        positions = events[ROW].to_numpy()
+        found = err.errors(include_url=False)
+        return pd.DataFrame(
+            {
+                "row": [int(positions[p["loc"][0]]) for p in found],
+                "field": [".".join(str(x) for x in p["loc"][1:]) for p in found],
+                "message": [p["msg"] for p in found],
+            }
+        ).astype(PROBLEM_COLUMNS)
+    return pd.DataFrame({k: pd.Series(dtype=t) for k, t in PROBLEM_COLUMNS.items()})
+
+
+def refuse(name: str, shown: pd.DataFrame, count: int) -> None:
+    """Raise ValueError naming `name`, `count` problems and the first of `shown` (row order),
+    if there is any problem."""
+    if not count:
+        return
+    first = shown.sort_values(["row"], kind="stable").head(SHOWN_PROBLEMS)
+    listed = "; ".join(f"row {r.row} {r.field}: {r.message}" for r in first.itertuples())
+    more = count - SHOWN_PROBLEMS
+    raise ValueError(
+        f"{name}: {count} invalid value(s), nothing scored (rows counted from 0): {listed}"
+        + (f"; and {more} more" if more > 0 else "")
+    )
 
 
 def score(
     events: pd.DataFrame, model: TabularModel, version: str, settings: Settings
 ) -> pd.DataFrame:
-    """The output rows (see the module docstring) of valid `events`, in their order."""
+    """The output rows (see the module docstring) of valid `events`, in their order; `events`
+    hold every event of their entities (a ROW column is kept)."""
     events = events.reset_index(drop=True)
     probability = model.predict_proba(build_features(events, FeatureSpec.from_settings(settings)))
     c = settings.contract
-    out = events[[c.id, c.timestamp, *([c.entity] if c.entity else [])]].copy()
+    keep = [c.id, c.timestamp, *([c.entity] if c.entity else []), *([ROW] if ROW in events else [])]
+    out = events[keep].copy()
     policy = Policy.of(settings.serving.decisions, settings.serving.default_decision)
     out[LogColumn.PROBABILITY] = probability
     out[LogColumn.DECISION] = policy.decide(probability)
@@ -89,9 +133,10 @@ def score(
 
 def run(settings: Settings, source: str, target: str, model: str | None = None) -> dict[str, Any]:
     """Score the table at `source` with `model` (a version tag; default: the champion) and write
-    the result to `target`. Returns a summary (rows, version, decisions). Raises LookupError
-    when there is no champion, FileNotFoundError when `source` is absent, ValueError naming the
-    problem when `source` is unreadable or invalid (nothing is written then)."""
+    the result to `target`, on the `compute` engine. Returns a summary (rows, version,
+    decisions). Raises LookupError when there is no champion, FileNotFoundError when `source` is
+    absent, ValueError naming the problem when `source` is unreadable or invalid (nothing is
+    written then) or when the Dask engine is given a CSV (it reads and writes Parquet)."""
     from pipelines.io import registry
 
     version = model or registry.champion_tag()
@@ -100,19 +145,43 @@ def run(settings: Settings, source: str, target: str, model: str | None = None) 
             "no champion to score with: promote a model (python -m pipelines promote latest) "
             "or pass --model"
         )
-    # As ingest reads a team's table: codes as text, timestamps naive UTC.
-    table = storage.read_table(source, settings.contract.text_columns, settings.ingest.csv_decimal)
-    events = conform(table, settings.contract)
-    validate(events, settings, source)
-    scored = score(events, registry.load(version), version, settings)
-    storage.write_table(scored, target)
+    fitted = registry.load(version)
+    with compute.engine(settings) as engine:
+        scored = _scored(engine, settings, source, target, fitted, version)
+        rows = engine.write_table(target, scored)
+        (decisions,) = engine.values(
+            engine.written(target, scored)[LogColumn.DECISION].value_counts()
+        )
     return {
         "source": source,
         "target": target,
-        "rows": len(scored),
+        "rows": rows,
         "model_version": version,
-        "decisions": scored[LogColumn.DECISION].value_counts().to_dict(),
+        "decisions": {str(k): int(v) for k, v in decisions.items()},
+        "engine": engine.tag,
     }
+
+
+def _scored(
+    engine: Engine,
+    settings: Settings,
+    source: str,
+    target: str,
+    fitted: TabularModel,
+    version: str,
+) -> Any:
+    """The scores of the table at `source` on `engine`, in input order, once every row is valid."""
+    c = settings.contract
+    engine.require_table_urls(source, target)
+    # As ingest reads a team's table: codes as text, timestamps naive UTC.
+    table = engine.read_table(source, c.text_columns, settings.ingest.csv_decimal)
+    require_columns(table, settings, source)
+    events = numbered(engine.per_entity(table, conform, None, c))
+    problems = engine.per_entity(events, row_problems, None, gate_reference.completed(settings))
+    count, shown = engine.values(problems.shape[0], problems.nsmallest(SHOWN_PROBLEMS, "row"))
+    refuse(source, shown, int(count))
+    scored = engine.per_entity(events, score, c.entity, fitted, version, settings)
+    return engine.sort(scored, [ROW], like=events[ROW]).drop(columns=ROW)
 
 
 def _as_json_values(frame: pd.DataFrame, timestamp: str) -> pd.DataFrame:

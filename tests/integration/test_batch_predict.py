@@ -129,3 +129,48 @@ def test_the_flow_scores_a_table_and_fails_naming_a_bad_one(
     assert res.returncode != 0 and "nothing scored" in res.stderr + res.stdout
     assert latest_flow_run(prefect_server, "batch-predict")["state_type"] == "FAILED"
     assert not out.exists()
+
+
+ON_DASK = {"PIPELINES_OVERRIDES": json.dumps({"compute": {"engine": "dask", "partitions": 4}})}
+
+
+def test_on_a_dask_cluster_a_table_gets_the_pandas_scores_in_input_order(
+    served_repo: Path, tmp_path: Path
+) -> None:
+    """The same job on a LocalCluster of two workers: the events are shuffled by card over four
+    parts, scored there and put back in input order; a bad table is refused as on pandas."""
+    from pipelines.io import storage
+
+    events = recent_events(served_repo, 3000).sample(frac=1.0, random_state=1)
+    table = tmp_path / "events.parquet"
+    events.to_parquet(table, index=False)
+    on_pandas, on_dask = tmp_path / "pandas.parquet", tmp_path / "dask.parquet"
+    run(["python", "-m", "pipelines", "predict", str(table), str(on_pandas)], served_repo)
+    out = run(
+        ["python", "-m", "pipelines", "predict", str(table), str(on_dask)], served_repo, env=ON_DASK
+    )
+    assert on_dask.is_dir() and (on_dask / "_metadata").exists(), out.stdout
+    pd.testing.assert_frame_equal(storage.read_parquet(str(on_dask)), pd.read_parquet(on_pandas))
+
+    bad = events.reset_index(drop=True)
+    bad.loc[3, "amount"] = -5.0
+    bad.loc[2900, "channel"] = None
+    bad.to_parquet(table, index=False)
+    refused = tmp_path / "refused.parquet"
+    res = run(
+        ["python", "-m", "pipelines", "predict", str(table), str(refused)],
+        served_repo,
+        env=ON_DASK,
+        check=False,
+    )
+    assert res.returncode == 1 and "2 invalid value(s)" in res.stderr, res.stderr
+    assert "row 3 amount" in res.stderr and "row 2900 channel" in res.stderr, res.stderr
+    assert not refused.exists()
+
+    res = run(
+        ["python", "-m", "pipelines", "predict", str(table), str(tmp_path / "scores.csv")],
+        served_repo,
+        env=ON_DASK,
+        check=False,
+    )
+    assert res.returncode == 1 and "the Dask engine reads and writes Parquet" in res.stderr
