@@ -7,7 +7,7 @@ on each compute engine (params `compute`).
 Each size runs in a throwaway copy of the repo: simulate the source, then, per engine,
 `dvc repro --force -s <stage>` for every stage in dvc.yaml's order (so each stage is timed on its
 own, DVC overhead included; package, which no engine changes, on the first engine only), then
-the LightGBM fit alone on the same training features, in this process. Peak RSS is the largest
+the LightGBM fit alone on the same training features, in a process of its own. Peak RSS is the largest
 single process: the stage's, or one of the Dask workers it started (a LocalCluster of
 `compute.workers` processes). The last column is the whole pipeline over the fit alone.
 """
@@ -40,17 +40,34 @@ ENV = {
 }
 
 
+# Linux carries a process's peak RSS across fork and exec (the forked address space's high-water
+# mark), so a command forked from this process, once it holds a repo's tables, would report at
+# least this process's footprint. Each command is started by this small launcher instead: its
+# children start from its few MB, and it reports their peak (KiB) to the file it is given.
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of a command and the descendants it waited for."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024**2
+    with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, rss.name, *cmd],
+            cwd=cwd,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout.decode()[-3000:]}")
+        return wall, int(Path(rss.name).read_text()) / 1024**2
 
 
 def sized_repo(dest: Path, rows: int) -> Path:
@@ -71,21 +88,36 @@ def sized_repo(dest: Path, rows: int) -> Path:
 
 
 def fit_alone(repo: Path) -> float:
-    """The LightGBM fit the train stage does, alone, on the same features and params."""
-    import numpy as np
-    import pandas as pd
+    """The LightGBM fit the train stage does, alone, on the same features and params (in its own
+    process: this one stays small, see LAUNCHER)."""
+    out = subprocess.run(
+        [sys.executable, "-c", FIT_ALONE, str(repo)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.split()[-1])
 
-    from pipelines.config import load_settings
-    from pipelines.core.features import FeatureSpec
-    from pipelines.core.model import fit
 
-    s = load_settings(repo / "params.yaml")
-    train = pd.read_parquet(repo / s.paths.features / "train.parquet")
-    spec = FeatureSpec.from_settings(s)
-    y = train[s.contract.target].to_numpy(dtype=np.int64)
-    start = time.perf_counter()
-    fit("lightgbm", train, y, spec, s.train.lightgbm, s.train.seed)
-    return time.perf_counter() - start
+FIT_ALONE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from pipelines.config import load_settings
+from pipelines.core.features import FeatureSpec
+from pipelines.core.model import fit
+from pipelines.io import storage
+repo = Path(sys.argv[1])
+s = load_settings(repo / "params.yaml").located(repo)
+train = storage.read_parquet(storage.join(s.paths.features, "train.parquet"))
+spec = FeatureSpec.from_settings(s)
+y = train[s.contract.target].to_numpy(dtype=np.int64)
+start = time.perf_counter()
+fit("lightgbm", train, y, spec, s.train.lightgbm, s.train.seed)
+print(time.perf_counter() - start)
+"""
 
 
 def with_engine(repo: Path, engine: str) -> None:
