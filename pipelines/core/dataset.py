@@ -91,8 +91,8 @@ def latest_labels(labels: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def merge_labels(tx: Any, latest: Any, contract: Contract) -> Any:
-    """`join_labels` on labels already one per id (`latest_labels`); `tx` and `latest` are both
-    pandas or both dask frames (a left join keeps pandas' row order, not Dask's).
+    """`join_labels` on labels already one per id (`latest_labels`); `tx` is a pandas or a dask
+    frame, `latest` either (a left join keeps pandas' row order, not Dask's).
 
     Raises ValueError when `tx` lacks the id column."""
     c = contract
@@ -111,19 +111,12 @@ def uniform_types(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype({c: "string" for c in mixed}) if mixed else df
 
 
-def stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The source's partitions as one table: a partition with no column (an empty day) adds
-    nothing, and a column the partitions disagree on is text (`uniform_types`)."""
-    with_columns = [f for f in frames if len(f.columns)]
-    if not with_columns:
-        return frames[0]
-    return uniform_types(pd.concat(with_columns, ignore_index=True))
-
-
 def stacked_schema(schemas: list[pd.DataFrame]) -> pd.DataFrame:
-    """The empty frame `stack` gives for partitions with these (empty) schemas, known before any
-    row is read: the dtype pandas' concatenation gives, and text where the partitions' dtypes
-    make a mixed object column."""
+    """The one schema of a table stacked from partitions with these (empty) schemas, known
+    before any row is read: a partition with no column (an empty day) adds nothing; a column
+    takes the dtype pandas' concatenation gives, and is text where the partitions' dtypes
+    disagree into a mixed object column (Parquet cannot store one, and text in a numeric column
+    is what the data gate names). Every engine casts each partition to it."""
     with_columns = [f for f in schemas if len(f.columns)] or schemas[:1]
     out = pd.concat(with_columns, ignore_index=True)
     mixed = [
@@ -145,6 +138,8 @@ def naive_utc(values: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values
     parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    if not len(values):  # pandas types empty text as seconds, present text as (at least) µs
+        parsed = parsed.astype("datetime64[us, UTC]")
     bad = parsed.isna() & values.notna()
     if bad.any():
         raise ValueError(

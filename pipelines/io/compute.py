@@ -47,8 +47,10 @@ class Engine(ABC):
     @abstractmethod
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> Any:
         """One table from the Parquet files `urls` (at least one): part i is `fn(file i's frame,
-        *args)` with `core.dataset.SOURCE_ORDER` added, stacked by `core.dataset.stack`'s rules
-        (`fn` must also accept an empty frame). Raises ValueError naming an unreadable file."""
+        *args)` with `core.dataset.SOURCE_ORDER` added, cast to the schema the files' footers
+        give through `fn` (`core.dataset.stacked_schema`; `fn` must accept an empty frame), the
+        same on every engine. Raises ValueError naming an unreadable file, or a file and column
+        whose values that schema would change."""
 
     @abstractmethod
     def read_table(self, url: str, text_columns: Any = (), decimal: str = ".") -> Any:
@@ -123,9 +125,9 @@ class Local(Engine):
         return storage.read_table(url, text_columns, decimal)
 
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> pd.DataFrame:
-        return dataset.stack(
-            [_ordered(fn(storage.read_parquet(u), *args), i) for i, u in enumerate(urls)]
-        )
+        meta = _parts_schema(urls, fn, *args)
+        parts = [_source_part(u, i, fn, meta, *args) for i, u in enumerate(urls)]
+        return pd.concat(parts, ignore_index=True) if len(meta.columns) else parts[0]
 
     def per_entity(
         self, frame: pd.DataFrame, fn: PartFunction, entity: str | None, *args: Any
@@ -201,11 +203,7 @@ class Dask(Engine):
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> Any:
         import dask.dataframe as dd
 
-        # The schema before any row is read: each file's footer through `fn`, stacked as the
-        # rows would be, so a day with a missing or retyped column reaches the gate as on pandas.
-        meta = dataset.stacked_schema(
-            [_ordered(fn(storage.read_schema(u), *args), i) for i, u in enumerate(urls)]
-        )
+        meta = _parts_schema(urls, fn, *args)
         return dd.from_map(
             _source_part,
             urls,
@@ -375,11 +373,32 @@ def _ordered(part: pd.DataFrame, index: int) -> pd.DataFrame:
     return part.assign(**{dataset.SOURCE_ORDER: order})
 
 
+def _parts_schema(urls: list[str], fn: PartFunction, *args: Any) -> pd.DataFrame:
+    # Before any row is read, from each file's footer through `fn`: the same on every engine,
+    # so a day with a missing or retyped column reaches the gate the same way on each.
+    return dataset.stacked_schema(
+        [_ordered(fn(storage.read_schema(u), *args), i) for i, u in enumerate(urls)]
+    )
+
+
 def _source_part(
     url: str, index: int, fn: PartFunction, meta: pd.DataFrame, *args: Any
 ) -> pd.DataFrame:
     part = _ordered(fn(storage.read_parquet(url), *args), index)
-    return part.reindex(columns=meta.columns).astype(meta.dtypes.to_dict())
+    cast = part.reindex(columns=meta.columns).astype(meta.dtypes.to_dict())
+    for name in part.columns.intersection(meta.columns):
+        before, after = part[name], cast[name]
+        # A coarser time unit would drop digits silently (text with nanoseconds, say).
+        if (
+            pd.api.types.is_datetime64_dtype(before.dtype)
+            and before.dtype != after.dtype
+            and not (before.isna() | (before == after.astype(before.dtype))).all()
+        ):
+            raise ValueError(
+                f"{url}: column {name!r} holds {before.dtype} values that the other partitions' "
+                f"{after.dtype} would truncate"
+            )
+    return cast
 
 
 def _conformed(part: pd.DataFrame, fn: PartFunction, dtypes: dict[str, Any], *args: Any) -> Any:

@@ -204,8 +204,10 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
 
 def read_schema(url: str) -> pd.DataFrame:
     """The Parquet file at `url` as an empty frame: its columns and the dtypes `read_parquet`
-    gives them, from the footer alone. Raises FileNotFoundError when absent, ValueError naming
-    the URL when the footer is corrupt."""
+    gives them, from the footer alone. pandas gives an integer or boolean column that holds a
+    null as float or object: such a column (by its row groups' null counts, or any column
+    without them) is typed so. Raises FileNotFoundError when absent, ValueError naming the URL
+    when the footer is corrupt."""
     try:
         with _naming(url):
             fs, path = filesystem(url)
@@ -214,10 +216,29 @@ def read_schema(url: str) -> pd.DataFrame:
         raise FileNotFoundError(f"no such file: {url}") from None
     try:
         with f:
-            schema = pq.read_schema(f)
-    except pa.ArrowInvalid as err:
+            meta = pq.ParquetFile(f).metadata
+    except Exception as err:  # pyarrow raises several types for a corrupt footer
         raise ValueError(f"cannot read Parquet at {url}: {err}") from None
-    return schema.empty_table().to_pandas()
+    empty = meta.schema.to_arrow_schema().empty_table().to_pandas()
+    widened = {
+        name: "float64" if pd.api.types.is_integer_dtype(dtype) else "object"
+        for name, dtype in empty.dtypes.items()
+        if (pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype))
+        and not isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        and _may_hold_nulls(meta, str(name))
+    }
+    return empty.astype(widened) if widened else empty
+
+
+def _may_hold_nulls(meta: pq.FileMetaData, column: str) -> bool:
+    at = meta.schema.names.index(column) if column in meta.schema.names else None
+    if at is None:
+        return True
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(at).statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return True
+    return False
 
 
 def require_complete(url: str) -> None:

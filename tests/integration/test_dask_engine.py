@@ -237,6 +237,10 @@ def awkward_source(root: Path) -> tuple[str, int, tuple[str, int]]:
     labels = pd.concat([labels, first], ignore_index=True)
     url = str(root / "source")
     source.write_partitioned(url, tx, labels, world.contract, days=days)
+    # The empty day as a file with no column at all (this writer gives it the columns).
+    empty_day = source.transaction_partitions(url)[days[3]]
+    pd.DataFrame().to_parquet(empty_day)
+    assert storage.read_parquet(empty_day).columns.empty
     corrected = (str(first["transaction_id"].iloc[0]), int(first["is_fraud"].iloc[0]))
     return url, int(on_day_2.sum()), corrected
 

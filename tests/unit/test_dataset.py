@@ -3,7 +3,11 @@ and the content hash of a table split in parts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import Settings
@@ -11,12 +15,24 @@ from pipelines.core import dataset
 
 CONTRACT = Settings().contract
 
-DAYS = {
-    "typed": pd.DataFrame({"x": pd.Series([1, 2], dtype="int64"), "c": ["a", "b"]}),
-    "without x": pd.DataFrame({"c": ["c"]}),
-    "x as text": pd.DataFrame({"x": ["3"], "c": ["d"]}),
-    "empty day": pd.DataFrame(),
-}
+
+def day_files(root: Path) -> dict[str, str]:
+    """Day files as other writers leave them: pandas' own, and pyarrow's with an integer and a
+    boolean column holding nulls (pandas reads those as float and object)."""
+    frames = {
+        "typed": pd.DataFrame({"x": pd.Series([1, 2], dtype="int64"), "c": ["a", "b"]}),
+        "without x": pd.DataFrame({"c": ["c"]}),
+        "x as text": pd.DataFrame({"x": ["3"], "c": ["d"]}),
+        "empty day": pd.DataFrame(),
+    }
+    urls = {}
+    for name, frame in frames.items():
+        urls[name] = str(root / f"{name}.parquet")
+        frame.to_parquet(urls[name], index=False)
+    gaps = pa.table({"x": pa.array([4, None], pa.int64()), "flag": [True, None], "c": ["e", "f"]})
+    urls["int with gaps"] = str(root / "gaps.parquet")
+    pq.write_table(gaps, urls["int with gaps"])
+    return urls
 
 
 @pytest.mark.parametrize(
@@ -25,20 +41,29 @@ DAYS = {
         ["typed"],
         ["typed", "without x"],
         ["typed", "x as text"],
+        ["typed", "int with gaps"],
         ["typed", "without x", "x as text", "empty day"],
-        ["empty day", "typed"],
+        ["empty day", "typed", "int with gaps"],
     ],
 )
-def test_the_schema_known_before_reading_is_the_one_the_rows_stack_into(names: list[str]) -> None:
-    frames = [DAYS[n] for n in names]
-    stacked = dataset.stack(frames)
-    schema = dataset.stacked_schema([f.iloc[:0] for f in frames])
-    assert list(schema.columns) == list(stacked.columns)
-    assert schema.dtypes.to_dict() == stacked.dtypes.to_dict()
-    # Each part cast to that schema stacks into the same table (the cluster's path).
-    parts = [f.reindex(columns=schema.columns).astype(schema.dtypes.to_dict()) for f in frames]
-    cast = pd.concat([p for p in parts if len(p)], ignore_index=True)
-    pd.testing.assert_frame_equal(cast, stacked)
+def test_partitions_stack_as_pandas_concatenates_them_with_a_schema_known_from_the_footers(
+    names: list[str], tmp_path: Path
+) -> None:
+    """What every engine reads (`Engine.read_parts`, here pandas'): the rows pandas'
+    concatenation gives, a column the files disagree on as text, and the schema the cluster
+    takes from the footers alone is the one the rows have."""
+    from pipelines.io import storage
+    from pipelines.io.compute import Local
+
+    urls = day_files(tmp_path)
+    got = Local().read_parts([urls[n] for n in names], lambda part: part)
+    frames = [storage.read_parquet(urls[n]) for n in names]
+    expected = dataset.uniform_types(
+        pd.concat([f for f in frames if len(f.columns)], ignore_index=True)
+    )
+    pd.testing.assert_frame_equal(got.drop(columns=dataset.SOURCE_ORDER), expected)
+    schema = dataset.stacked_schema([storage.read_schema(urls[n]) for n in names])
+    assert schema.dtypes.to_dict() == expected.dtypes.to_dict()
 
 
 def test_the_latest_label_of_an_id_wins_by_source_order_not_row_order() -> None:
@@ -63,3 +88,22 @@ def test_a_table_hashed_in_parts_hashes_as_the_whole() -> None:
     assert dataset.chained_hash(table.dtypes, parts) == whole
     assert dataset.chained_hash(table.dtypes, parts[::-1]) != whole  # the order counts
     assert dataset.content_hash(table.astype({"a": "float64"})) != whole  # so do the dtypes
+
+
+def test_a_partition_whose_values_the_schema_would_change_is_named(tmp_path: Path) -> None:
+    """Text timestamps: the footer says text, so the schema takes pandas' unit for text (µs);
+    a file whose text carries nanoseconds would lose them, and is refused by name."""
+    from pipelines.io.compute import Local
+
+    url = str(tmp_path / "nanos.parquet")
+    pd.DataFrame({"ts": ["2026-01-01T10:00:00.123456789Z"]}).to_parquet(url, index=False)
+
+    def timestamps(part: pd.DataFrame) -> pd.DataFrame:
+        return part.assign(ts=dataset.naive_utc(part["ts"], "ts"))
+
+    with pytest.raises(ValueError, match="nanos.parquet: column 'ts'"):
+        Local().read_parts([url], timestamps)
+    micros = str(tmp_path / "micros.parquet")
+    pd.DataFrame({"ts": ["2026-01-01T10:00:00.123456Z"]}).to_parquet(micros, index=False)
+    got = Local().read_parts([micros], timestamps)
+    assert got["ts"].iloc[0] == pd.Timestamp("2026-01-01T10:00:00.123456")
