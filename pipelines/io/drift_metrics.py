@@ -72,8 +72,11 @@ def push_result(
         gauge(QUALITY_FLOOR, "drift.min_quality: below it quality is concept drift.").set(
             min_quality
         )
-    gauge(LABELLED, "Labelled rows in the window.").set(summary.get("labelled", 0))
-    gauge(WINDOW_ROWS, "Logged rows in the window.").set(summary.get("rows", 0))
+    gauge(LABELLED, "Labelled rows the check read (a sample's, past drift.read_rows).").set(
+        summary.get("labelled", 0)
+    )
+    window = summary.get("window") or {}
+    gauge(WINDOW_ROWS, "Logged rows in the window.").set(window.get("rows", summary.get("rows", 0)))
     gauge(LAST_SUCCESS, "When the last check completed (Unix seconds).").set(
         _seconds(summary["checked_at"])
     )

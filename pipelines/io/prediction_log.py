@@ -354,9 +354,11 @@ def read_window_sample(
 ) -> tuple[pd.DataFrame, int]:
     """`read_window` for a window of any size: every row when it has at most `rows`, else the
     `rows` whose `key` (a column of `columns`, the record id) hashes lowest with `seed`
-    (`core.drift.sample_keys`): a uniform sample, the same however the log is split into files.
-    Read a batch at a time, each batch cut to its lowest and merged with the rows kept so far,
-    so memory holds `rows` rows and one batch, never the window. Rows in the log's order.
+    (`core.drift.sample_keys`): a uniform sample, the same however the log is split into files
+    when the ids are unique (a record logged twice draws one key twice, and at the cut either
+    copy may be kept). Read a batch at a time, rows above the lowest `rows` keys so far dropped
+    as they come, so memory holds at most twice `rows` rows and a batch, never the window. Rows
+    in the log's order.
 
     Returns (the rows, how many rows the window has). Raises ValueError as `read_window` does.
     """
@@ -367,16 +369,25 @@ def read_window_sample(
     )
     wanted = list(dict.fromkeys([*columns, LogColumn.SCORED_AT]))
     kept: list[pd.DataFrame] = []
-    total = 0
+    held, total, ceiling = 0, 0, None
     for i, batch in enumerate(storage.scan_parquet_batches(url, files, wanted, window)):
         frame = batch.to_pandas()
         total += len(frame)
         frame[_ORDER] = (np.int64(i) << 32) + np.arange(len(frame), dtype=np.int64)
         frame[_KEY] = sample_keys(frame[key], seed)
-        kept = [lowest_keys(pd.concat([*kept, frame], ignore_index=True), _KEY, rows)]
+        if ceiling is not None:  # above the lowest `rows` keys so far: never in the sample
+            frame = frame[frame[_KEY].to_numpy() <= ceiling]
+        kept.append(frame)
+        held += len(frame)
+        # Cut back to `rows` only once twice as many are held: a log of many small files
+        # (a flush every few seconds) costs a cut per `rows` rows, not one per file.
+        if held >= 2 * rows:
+            kept = [lowest_keys(pd.concat(kept, ignore_index=True), _KEY, rows)]
+            held, ceiling = len(kept[0]), kept[0][_KEY].max()
     if not kept:
         return storage.scan_parquet(url, [], wanted, None).to_pandas(), 0
-    out = kept[0].sort_values(_ORDER, kind="stable").drop(columns=[_ORDER, _KEY])
+    out = lowest_keys(pd.concat(kept, ignore_index=True), _KEY, rows)
+    out = out.sort_values(_ORDER, kind="stable").drop(columns=[_ORDER, _KEY])
     return out.reset_index(drop=True), total
 
 

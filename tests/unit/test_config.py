@@ -50,6 +50,7 @@ def test_settings_are_frozen() -> None:
         ({"compute": {"address": "tcp://10.0.0.5:8786"}}, "set compute.engine: dask too"),
         ({"compute": {"engine": "dask", "address": "10.0.0.5:8786"}}, "compute.address"),
         ({"compute": {"engine": "spark"}}, "compute.engine"),
+        ({"drift": {"read_rows": 10_000}}, "drift.read_rows (10000) must be at least"),
         ({"validate": {"label_rate": [0.1]}}, "validate.label_rate"),
         ({"serving": {"decisions": {"a": 0.5, "b": 0.5}}}, "two labels share a threshold"),
         ({"serving": {"decisions": {"approve": 0.5}}}, "differ from serving.default_decision"),
