@@ -24,6 +24,12 @@ as the service, and without a server.
   CSV by `.csv`; written in one piece (a local file is renamed into place; an object store puts
   one object), so a reader never sees a partial result and a failed run leaves the previous
   file as it was.
+- **Engine** (`compute`): on Dask the table (Parquet only) is validated part by part, shuffled
+  by entity for the features and scored on the workers; the output is a Parquet dataset
+  directory in input order (`_metadata` last: never read before it is whole). Locally it is
+  moved into place whole; on an object store the previous output is removed when the writing
+  starts, so a run that fails while scoring (not one refused by validation, which writes
+  nothing) leaves none.
 """
 
 from __future__ import annotations
