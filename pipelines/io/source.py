@@ -66,10 +66,19 @@ def read_labels(
         if c.label_timestamp
         else None
     )
-    table = storage.scan_parquet(join(source, LABELS), files, keep, arrived)
-    # Arrow's hash lookup; pandas' isin on Arrow-backed strings walks the values in Python.
-    table = table.filter(pc.is_in(table[c.id], value_set=pa.array(list(ids))))
-    labels = table.to_pandas()
+    wanted = pa.array(list(ids))
+    # A batch at a time, keeping the wanted ids' labels only: the feed over the span can be far
+    # larger than the ids asked for (a drift check's sample of a busy window). Arrow's hash
+    # lookup; pandas' isin on Arrow-backed strings walks the values in Python.
+    batches = [
+        batch.filter(pc.is_in(batch[c.id], value_set=wanted))
+        for batch in storage.scan_parquet_batches(join(source, LABELS), files, keep, arrived)
+    ]
+    labels = (
+        pa.Table.from_batches(batches).to_pandas()
+        if batches
+        else storage.scan_parquet(join(source, LABELS), files, keep, arrived).to_pandas()
+    )
     if c.label_timestamp:  # a corrected label arrives later: the latest one wins
         labels = labels.sort_values(c.label_timestamp, kind="stable")
     return labels.drop_duplicates(c.id, keep="last")
