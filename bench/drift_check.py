@@ -213,7 +213,7 @@ def cost(sizes: list[int], seed: int) -> list[dict]:
                 limited = {**params, "drift": {**params["drift"], "read_rows": limit}}
                 job = json.dumps({"params": limited, "now": now.isoformat()})
                 out = subprocess.run(
-                    [sys.executable, __file__, "--measure", job],
+                    [sys.executable, "-c", LAUNCHER, sys.executable, __file__, "--measure", job],
                     env=env,
                     capture_output=True,
                     text=True,
@@ -227,6 +227,10 @@ def cost(sizes: list[int], seed: int) -> list[dict]:
 
 
 UNLIMITED = 10**12  # drift.read_rows that no window reaches: the whole window is read
+# Linux carries a process's peak RSS into the children it forks (the high-water mark of the
+# copied address space survives exec), and this process holds the log it wrote: the measuring
+# process is started by this small launcher, so its peak is its own.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
 
 
 # --- verdicts ---------------------------------------------------------------------------------
