@@ -125,8 +125,13 @@ class Local(Engine):
         return storage.read_table(url, text_columns, decimal)
 
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> pd.DataFrame:
-        meta = _parts_schema(urls, fn, *args)
-        parts = [_source_part(u, i, fn, meta, *args) for i, u in enumerate(urls)]
+        # Each file read once: its rows and its footer's schema (the cluster's, see `Dask`).
+        read = [storage.read_parquet_and_schema(u) for u in urls]
+        meta = dataset.stacked_schema([_ordered(fn(s, *args), i) for i, (_, s) in enumerate(read)])
+        parts = [
+            _cast(u, _ordered(fn(frame, *args), i), meta)
+            for i, (u, (frame, _)) in enumerate(zip(urls, read, strict=True))
+        ]
         return pd.concat(parts, ignore_index=True) if len(meta.columns) else parts[0]
 
     def per_entity(
@@ -384,7 +389,12 @@ def _parts_schema(urls: list[str], fn: PartFunction, *args: Any) -> pd.DataFrame
 def _source_part(
     url: str, index: int, fn: PartFunction, meta: pd.DataFrame, *args: Any
 ) -> pd.DataFrame:
-    part = _ordered(fn(storage.read_parquet(url), *args), index)
+    return _cast(url, _ordered(fn(storage.read_parquet(url), *args), index), meta)
+
+
+def _cast(url: str, part: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    if part.dtypes.equals(meta.dtypes):  # the common case: every day file alike
+        return part
     cast = part.reindex(columns=meta.columns).astype(meta.dtypes.to_dict())
     for name in part.columns.intersection(meta.columns):
         before, after = part[name], cast[name]

@@ -219,6 +219,22 @@ def read_schema(url: str) -> pd.DataFrame:
             meta = pq.ParquetFile(f).metadata
     except Exception as err:  # pyarrow raises several types for a corrupt footer
         raise ValueError(f"cannot read Parquet at {url}: {err}") from None
+    return _schema_frame(meta)
+
+
+def read_parquet_and_schema(url: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The Parquet file at `url` (`read_parquet`) and its `read_schema`, from one read of it.
+    Raises what `read_parquet` raises."""
+    data = read_bytes(url)
+    try:
+        return pd.read_parquet(io.BytesIO(data)), _schema_frame(
+            pq.ParquetFile(io.BytesIO(data)).metadata
+        )
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise ValueError(f"cannot read Parquet at {url}: {err}") from None
+
+
+def _schema_frame(meta: pq.FileMetaData) -> pd.DataFrame:
     empty = meta.schema.to_arrow_schema().empty_table().to_pandas()
     widened = {
         name: "float64" if pd.api.types.is_integer_dtype(dtype) else "object"
