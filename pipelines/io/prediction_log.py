@@ -334,13 +334,19 @@ def read_window(url: str, start: dt.datetime, end: dt.datetime, columns: list[st
     Files flushed (by their name) before the window opened are not opened at all. Raises
     ValueError naming the log when a column is in no file.
     """
+    return storage.scan_parquet(url, *_window_scan(url, start, end, columns)).to_pandas()
+
+
+def _window_scan(
+    url: str, start: dt.datetime, end: dt.datetime, columns: list[str]
+) -> tuple[list[str], list[str], ds.Expression]:
+    """What a window read scans: the files that may hold it, the columns, the row filter."""
     files = [f for f in storage.glob(url, PART_GLOB) if _may_hold(f, start)]
     when = ds.field(LogColumn.SCORED_AT)
     window = (when >= pa.scalar(start, pa.timestamp("us"))) & (
         when <= pa.scalar(end, pa.timestamp("us"))
     )
-    wanted = list(dict.fromkeys([*columns, LogColumn.SCORED_AT]))
-    return storage.scan_parquet(url, files, wanted, window).to_pandas()
+    return files, list(dict.fromkeys([*columns, LogColumn.SCORED_AT])), window
 
 
 def read_window_sample(
@@ -362,12 +368,7 @@ def read_window_sample(
 
     Returns (the rows, how many rows the window has). Raises ValueError as `read_window` does.
     """
-    files = [f for f in storage.glob(url, PART_GLOB) if _may_hold(f, start)]
-    when = ds.field(LogColumn.SCORED_AT)
-    window = (when >= pa.scalar(start, pa.timestamp("us"))) & (
-        when <= pa.scalar(end, pa.timestamp("us"))
-    )
-    wanted = list(dict.fromkeys([*columns, LogColumn.SCORED_AT]))
+    files, wanted, window = _window_scan(url, start, end, columns)
     kept: list[pd.DataFrame] = []
     held, total, ceiling = 0, 0, None
     for i, batch in enumerate(storage.scan_parquet_batches(url, files, wanted, window)):
