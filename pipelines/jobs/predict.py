@@ -45,7 +45,7 @@ from pipelines.core.dataset import conform
 from pipelines.core.features import FeatureSpec, build_features
 from pipelines.core.model import TabularModel
 from pipelines.io import compute, gate_reference
-from pipelines.io.compute import Engine
+from pipelines.io.compute import Engine, Local
 from pipelines.io.prediction_log import LogColumn
 from pipelines.serving.schema import record_model
 from pipelines.serving.scorer import Policy
@@ -62,9 +62,15 @@ def validate(events: pd.DataFrame, settings: Settings, name: str) -> None:
     """Raise ValueError naming `name`, the missing columns, or the first SHOWN_PROBLEMS invalid
     rows (0-based positions) and fields, when any row is not a record the service accepts."""
     require_columns(events, settings, name)
-    checked = gate_reference.completed(settings)
-    problems = row_problems(numbered(events.reset_index(drop=True)), checked)
-    refuse(name, problems, len(problems))
+    require_valid(Local(), numbered(events.reset_index(drop=True)), settings, name)
+
+
+def require_valid(engine: Engine, events: Any, settings: Settings, name: str) -> None:
+    """`refuse` the rows of `events` (numbered) that the service would refuse, checked part by
+    part where they live; the gate's reference is read once, here, not on each part's worker."""
+    problems = engine.per_entity(events, row_problems, None, gate_reference.completed(settings))
+    count, shown = engine.values(problems.shape[0], problems.nsmallest(SHOWN_PROBLEMS, "row"))
+    refuse(name, shown, int(count))
 
 
 def numbered(events: Any) -> Any:
@@ -84,8 +90,7 @@ def require_columns(events: Any, settings: Settings, name: str) -> None:
 def row_problems(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Every invalid value of `events` (rows × contract columns, plus ROW) as the service would
     refuse it in a request: columns row (the ROW of its row), field, message. `settings` are
-    completed with the gate's reference (`io.gate_reference.completed`): read once, where the
-    job runs, not on each part's worker."""
+    completed with the gate's reference (`io.gate_reference.completed`)."""
     contract = settings.contract
     needed = list(dict.fromkeys(contract.columns))
     rows = _as_json_values(events[needed], contract.timestamp).to_dict("records")
@@ -183,9 +188,7 @@ def _scored(
     table = engine.read_table(source, c.text_columns, settings.ingest.csv_decimal)
     require_columns(table, settings, source)
     events = numbered(engine.per_entity(table, conform, None, c))
-    problems = engine.per_entity(events, row_problems, None, gate_reference.completed(settings))
-    count, shown = engine.values(problems.shape[0], problems.nsmallest(SHOWN_PROBLEMS, "row"))
-    refuse(source, shown, int(count))
+    require_valid(engine, events, settings, source)
     scored = engine.per_entity(events, score, c.entity, fitted, version, settings)
     return engine.sort(scored, [ROW], like=events[ROW]).drop(columns=ROW)
 
