@@ -386,12 +386,32 @@ def rows_per_period(
     return pd.DataFrame({PERIOD: [at(t) for t in grid], ROWS: rows})
 
 
-def unexpected_value_counts(
-    values: pd.Series, allowed: Iterable[Any], limit: int = 20
-) -> list[dict[str, Any]]:
-    """The most frequent values outside `allowed` with their exact counts (nulls are not values)."""
-    outside = values[values.notna() & ~values.isin(list(allowed))]
-    return [{"value": v, "count": int(n)} for v, n in outside.value_counts().head(limit).items()]
+def added_periods(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The `rows_per_period` table of a whole table from those of its parts (same window)."""
+    return tables[0].assign(**{ROWS: np.sum([t[ROWS].to_numpy() for t in tables], axis=0)})
+
+
+def outside_values(values: pd.Series, allowed: Iterable[Any]) -> pd.Series:
+    """How often each value outside `allowed` occurs (index: the value, most frequent first;
+    nulls are not values)."""
+    return values[values.notna() & ~values.isin(list(allowed))].value_counts()
+
+
+def added_counts(counts: Sequence[pd.Series]) -> pd.Series:
+    """`outside_values` of a whole table from those of its parts (most frequent first)."""
+    if len(counts) == 1:
+        return counts[0]
+    return (
+        pd.concat(counts)
+        .groupby(level=0, sort=False)
+        .sum()
+        .sort_values(ascending=False, kind="stable")
+    )
+
+
+def unexpected_value_counts(counts: pd.Series, limit: int = 20) -> list[dict[str, Any]]:
+    """The `limit` most frequent values of `outside_values` with their exact counts."""
+    return [{"value": v, "count": int(n)} for v, n in counts.head(limit).items()]
 
 
 def gate_passed(outcomes: Iterable[Outcome]) -> bool:

@@ -24,7 +24,8 @@ The margins, and why (each a judgement, not a published constant: edit the file 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -46,45 +47,111 @@ LOG_ODDS_MARGIN = 1.5
 AMOUNT_HEADROOM = 10.0
 
 
-def derive(table: pd.DataFrame, contract: Contract, period: Span) -> dict[str, Any]:
-    """The reference values (`FIELDS`) of `table` (rows × contract columns, as ingest writes it),
-    its volume counted per `period`.
+@dataclass(frozen=True)
+class Profile:
+    """What `derive` reads from a table, added part by part (`profile`, `added`): a table
+    larger than one process is profiled where its parts live."""
+
+    rows: int
+    levels: Mapping[str, frozenset[str]]  # categorical column → its values as text
+    labels: tuple[float, int]  # sum and count of the numeric labels
+    amounts: tuple[float, float] | None  # lowest and highest amount
+    times: tuple[pd.Timestamp, pd.Timestamp] | None  # earliest and latest timestamp
+    nulls: Mapping[str, int]  # column that may have gaps → its nulls
+
+
+def profile(part: pd.DataFrame, contract: Contract) -> Profile:
+    """The `Profile` of `part` (rows × contract columns, as ingest writes them)."""
+    c = contract
+    labels = pd.to_numeric(part.get(c.target, pd.Series(dtype=float)), errors="coerce").dropna()
+    amounts = None
+    if c.amount and c.amount in part.columns:
+        amount = pd.to_numeric(part[c.amount], errors="coerce").dropna()
+        amounts = (float(amount.min()), float(amount.max())) if len(amount) else None
+    times = None
+    if c.timestamp in part.columns:
+        ts = pd.to_datetime(part[c.timestamp]).dropna()
+        times = (ts.min(), ts.max()) if len(ts) else None
+    gaps = [*c.categorical, *(n for n in c.numeric if n != c.amount)]
+    return Profile(
+        rows=len(part),
+        levels={
+            col: frozenset(part[col].dropna().astype(str).unique().tolist())
+            for col in c.categorical
+            if col in part.columns
+        },
+        labels=(float(labels.sum()), len(labels)),
+        amounts=amounts,
+        times=times,
+        nulls={col: int(part[col].isna().sum()) for col in gaps if col in part.columns},
+    )
+
+
+def added(profiles: Sequence[Profile]) -> Profile:
+    """The `Profile` of a table from those of its parts (at least one)."""
+
+    def span(pairs: list[tuple[Any, Any] | None]) -> tuple[Any, Any] | None:
+        seen = [p for p in pairs if p is not None]
+        return (min(p[0] for p in seen), max(p[1] for p in seen)) if seen else None
+
+    first = profiles[0]
+    return Profile(
+        rows=sum(p.rows for p in profiles),
+        levels={col: frozenset().union(*(p.levels[col] for p in profiles)) for col in first.levels},
+        labels=(sum(p.labels[0] for p in profiles), sum(p.labels[1] for p in profiles)),
+        amounts=span([p.amounts for p in profiles]),
+        times=span([p.times for p in profiles]),
+        nulls={col: sum(p.nulls[col] for p in profiles) for col in first.nulls},
+    )
+
+
+def volume_window(p: Profile, period: Span) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The periods from the first's start to the last's end that `p`'s timestamps fall in
+    (None without any timestamp): where `from_profile` wants the rows counted."""
+    if p.times is None:
+        return None
+    return period.floor(p.times[0]), period.boundary_after(p.times[1])
+
+
+def from_profile(p: Profile, rows_per_period: pd.Series | None) -> dict[str, Any]:
+    """The reference values (`FIELDS`) of the table `p` profiles, whose rows per period of
+    `volume_window` are `rows_per_period`.
 
     Raises ValueError when the table has no rows to derive from."""
-    c = contract
-    if table.empty:
+    if not p.rows:
         raise ValueError("no rows to derive the gate's reference from")
     out: dict[str, Any] = {
-        "categories": {
-            col: sorted(table[col].dropna().astype(str).unique().tolist())
-            for col in c.categorical
-            if col in table.columns
-        },
-        "min_rows": max(1, len(table) // 10),
-        "max_rows": 100 * len(table),
+        "categories": {col: sorted(values) for col, values in p.levels.items()},
+        "min_rows": max(1, p.rows // 10),
+        "max_rows": 100 * p.rows,
     }
-    labels = pd.to_numeric(table.get(c.target, pd.Series(dtype=float)), errors="coerce").dropna()
-    if len(labels):
-        out["label_rate"] = list(_band(float(labels.mean())))
-    if c.amount and c.amount in table.columns:
-        amount = pd.to_numeric(table[c.amount], errors="coerce").dropna()
-        if len(amount):
-            low, high = float(amount.min()), float(amount.max())
-            out["amount_range"] = [
-                min(0.0, AMOUNT_HEADROOM * low),
-                max(1.0, AMOUNT_HEADROOM * high),
-            ]
-    ts = pd.to_datetime(table[c.timestamp]).dropna()
-    if len(ts):
-        start, end = period.floor(ts.min()), period.boundary_after(ts.max())
-        counts = rows_per_period(table, c.timestamp, start, end, period)[ROWS]
-        out["min_rows_per_period"] = int((counts > 0).all())
-    gaps = [*c.categorical, *(n for n in c.numeric if n != c.amount)]
-    shares = {col: float(table[col].isna().mean()) for col in gaps if col in table.columns}
+    total, labelled = p.labels
+    if labelled:
+        out["label_rate"] = list(_band(total / labelled))
+    if p.amounts is not None:
+        low, high = p.amounts
+        out["amount_range"] = [min(0.0, AMOUNT_HEADROOM * low), max(1.0, AMOUNT_HEADROOM * high)]
+    if rows_per_period is not None:
+        out["min_rows_per_period"] = int((rows_per_period > 0).all())
     out["null_shares"] = {
-        col: round(min(1.0, 2 * share + 0.01), 4) for col, share in shares.items() if share > 0
+        col: round(min(1.0, 2 * (nulls / p.rows) + 0.01), 4)
+        for col, nulls in p.nulls.items()
+        if nulls > 0
     }
     return out
+
+
+def derive(table: pd.DataFrame, contract: Contract, period: Span) -> dict[str, Any]:
+    """The reference values (`FIELDS`) of `table` (rows × contract columns, as ingest writes it),
+    its volume counted per `period`; `profile` and `from_profile` on the whole table.
+
+    Raises ValueError when the table has no rows to derive from."""
+    p = profile(table, contract)
+    window = volume_window(p, period)
+    counts = None
+    if window is not None:
+        counts = rows_per_period(table, contract.timestamp, *window, period)[ROWS]
+    return from_profile(p, counts)
 
 
 def apply(params: Validate, reference: Mapping[str, Any]) -> Validate:

@@ -39,10 +39,13 @@ class Engine(ABC):
     own pandas API. A 'frame' is a pandas DataFrame (`Local`) or a dask DataFrame (`Dask`)."""
 
     tag: ClassVar[str]
+    # Whether a frame is always one part (then `map_keyed` splits nothing and is `map_parts`).
+    one_part: ClassVar[bool] = False
 
     @abstractmethod
     def read_parquet(self, url: str) -> Any:
-        """The table at `url` (a file or a dataset directory)."""
+        """The table at `url` (a file or a dataset directory). Raises FileNotFoundError when
+        absent, ValueError naming the URL when unreadable or a dataset is incomplete."""
 
     @abstractmethod
     def read_parts(self, urls: list[str], fn: PartFunction, *args: Any) -> Any:
@@ -66,6 +69,16 @@ class Engine(ABC):
         """`fn(part, *args)` over parts that each hold all the rows of their entities (every row
         of one `entity` value in the same part; any split when `entity` is None); `fn` returns a
         pandas frame whose columns do not depend on the part."""
+
+    @abstractmethod
+    def map_parts(self, frame: Any, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """`fn(part, *args)` for each part of `frame`, computed where the part lives and
+        collected here in row order (so `fn` returns something small: counts, a verdict)."""
+
+    @abstractmethod
+    def map_keyed(self, frame: Any, key: str, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """`map_parts` over parts that each hold every row of their value of the column `key`
+        (any split when `frame` has no such column)."""
 
     @abstractmethod
     def sort(self, frame: Any, by: list[str], like: Any = None) -> Any:
@@ -114,6 +127,7 @@ class Local(Engine):
     """pandas in this process: today's path, nothing started."""
 
     tag = "local"
+    one_part = True
 
     def read_parquet(self, url: str) -> pd.DataFrame:
         return storage.read_parquet(url)
@@ -138,6 +152,14 @@ class Local(Engine):
         self, frame: pd.DataFrame, fn: PartFunction, entity: str | None, *args: Any
     ) -> pd.DataFrame:
         return fn(frame, *args)
+
+    def map_parts(self, frame: pd.DataFrame, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        return [fn(frame, *args)]
+
+    def map_keyed(
+        self, frame: pd.DataFrame, key: str, fn: Callable[..., Any], *args: Any
+    ) -> list[Any]:
+        return [fn(frame, *args)]
 
     def sort(self, frame: pd.DataFrame, by: list[str], like: Any = None) -> pd.DataFrame:
         if len(by) == 1 and frame[by[0]].is_monotonic_increasing:  # a pandas join kept the order
@@ -187,7 +209,13 @@ class Dask(Engine):
 
         if storage.is_directory(url):
             storage.require_complete(url)  # Dask itself would read a half-written dataset
-        frame = dd.read_parquet(url, storage_options=storage.storage_options(url))
+        elif not storage.exists(url):
+            raise FileNotFoundError(f"no table at {url}")
+        try:
+            frame = dd.read_parquet(url, storage_options=storage.storage_options(url))
+        except Exception as err:  # as `storage.read_parquet`: pyarrow raises several types
+            cause = err.__cause__ or err  # Dask wraps pyarrow's error in one about its backend
+            raise ValueError(f"cannot read Parquet at {url}: {cause}") from None
         # A table one process wrote is often one part: split it, or one worker does it all.
         if frame.npartitions < self.partitions:
             frame = frame.repartition(npartitions=self.partitions)
@@ -232,6 +260,16 @@ class Dask(Engine):
             else frame.repartition(npartitions=self.partitions)
         )
         return parts.map_partitions(_conformed, fn, meta.dtypes.to_dict(), *args, meta=meta)
+
+    def map_parts(self, frame: Any, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        import dask
+
+        return list(dask.compute(*(dask.delayed(fn)(part, *args) for part in frame.to_delayed())))
+
+    def map_keyed(self, frame: Any, key: str, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        if key in frame.columns:
+            frame = frame.shuffle(on=key, npartitions=self.partitions)
+        return self.map_parts(frame, fn, *args)
 
     def sort(self, frame: Any, by: list[str], like: Any = None) -> Any:
         # Boundaries computed here, not by `sort_values`: it computes them inside a cached

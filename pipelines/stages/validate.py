@@ -10,6 +10,8 @@ snapshot cannot be read.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import math
 import shutil
 import sys
@@ -24,18 +26,22 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
-from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
 
 from pipelines.config import Settings
 from pipelines.core import expectations as ex
-from pipelines.core import reference
+from pipelines.core import reference, result_merge
 from pipelines.core.layout import Layout
-from pipelines.io import gate_reference, manifest, storage
+from pipelines.io import compute, gate_reference, manifest, storage
 
 SITE = "validation"
 # SUMMARY keeps per-expectation results bounded (20 example values) however large the table;
@@ -82,44 +88,43 @@ class ValidationSummary:
 
 
 def run(settings: Settings) -> ValidationSummary:
-    """Run the gate on the raw snapshot, publish Data Docs and write the summary.
+    """Run the gate on the raw snapshot where `compute` says (part by part on a cluster, the
+    results combined by `core.result_merge`), publish Data Docs and write the summary.
 
     Raises FileNotFoundError or ValueError when the snapshot is missing or unreadable (the summary
     then records that failure, so nothing downstream reads a stale pass)."""
     layout = Layout(settings)
     raw_url, summary_url = layout.raw_table, layout.validation_summary
-    try:
-        raw = storage.read_parquet(raw_url)
-        start, end = manifest.window(settings)
-    except (FileNotFoundError, ValueError) as err:
-        # The summary always describes the latest attempt, so nothing downstream reads a stale pass.
-        storage.write_json(
-            summary_url, {"success": False, "error": str(err), "docs": None, "results": []}
-        )
-        raise
-    saved, derived = gate_reference.load_or_derive(settings, raw)
-    if derived:
-        print(
-            f"validate: derived the gate's reference from this snapshot → "
-            f"{settings.portable(settings.paths.gate_reference)} (read and edit it; a key under "
-            "`validate` in params.yaml wins over it)",
-            file=sys.stderr,
-        )
-    params = reference.apply(settings.validate_, saved)
-    checks = ex.build_suite(settings.contract, params, start, end)
-    frames = {
-        ex.TABLE: raw,
-        ex.PERIODS: ex.rows_per_period(raw, settings.contract.timestamp, start, end, params.period),
-    }
-    docs_url = layout.validation_docs
-    with tempfile.TemporaryDirectory(prefix="gx-docs-") as staging:
-        site = Path(staging) / "docs"  # not the 0700 temp dir itself: it would be copied as is
-        outcomes = _validate(frames, checks, site)
-        _publish(site, docs_url)
+    with compute.engine(settings) as engine:
+        try:
+            raw = engine.read_parquet(raw_url)
+            start, end = manifest.window(settings)
+        except (FileNotFoundError, ValueError) as err:
+            # The summary always describes the latest attempt: nothing downstream reads a stale pass.
+            storage.write_json(
+                summary_url, {"success": False, "error": str(err), "docs": None, "results": []}
+            )
+            raise
+        saved, derived = gate_reference.load_or_derive(settings, raw, engine.map_parts)
+        if derived:
+            print(
+                f"validate: derived the gate's reference from this snapshot → "
+                f"{settings.portable(settings.paths.gate_reference)} (read and edit it; a key "
+                "under `validate` in params.yaml wins over it)",
+                file=sys.stderr,
+            )
+        params = reference.apply(settings.validate_, saved)
+        checks = ex.build_suite(settings.contract, params, start, end)
+        window = (settings.contract.timestamp, start, end, params.period)
+        docs_url = layout.validation_docs
+        with tempfile.TemporaryDirectory(prefix="gx-docs-") as staging:
+            site = Path(staging) / "docs"  # not the 0700 temp dir itself: it is copied as is
+            rows, outcomes = _validate(engine, raw, checks, window, site)
+            _publish(site, docs_url)
     outcomes = ex.ordered(ex.explain_missing_columns(outcomes))
     result = ValidationSummary(
         success=ex.gate_passed(outcomes),
-        rows=len(raw),
+        rows=rows,
         outcomes=tuple(outcomes),
         docs=settings.portable(storage.join(docs_url, "index.html")),
         summary=summary_url,
@@ -154,67 +159,180 @@ def _report(result: ValidationSummary) -> None:
 # --- Great Expectations ---------------------------------------------------------------------
 
 
-def _context(docs_dir: Path) -> Any:
-    """An in-memory context whose only Data Docs site is `docs_dir`.
+def _context(docs_dir: Path | None) -> Any:
+    """An in-memory context whose only Data Docs site is `docs_dir` (none without one).
 
     The default ephemeral context adds its own docs site in a fresh system temp directory that
     nobody cleans up, so the config is given explicitly.
     """
+    sites = {}
+    if docs_dir is not None:
+        sites[SITE] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        data_docs_sites={
-            SITE: {
-                "class_name": "SiteBuilder",
-                "show_how_to_buttons": False,
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            }
-        },
-        analytics_enabled=False,  # and GX_ANALYTICS_ENABLED=false from runtime.bootstrap
+        data_docs_sites=sites,
+        # Off in the config, not only through GX_ANALYTICS_ENABLED=false (runtime.bootstrap):
+        # the parts run in a cluster's workers, whose environment this process does not set.
+        analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False),
     )
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+@dataclass(frozen=True)
+class PartRun:
+    """The suite's run on one part of the table, and what the combined outcome needs besides."""
+
+    rows: int
+    suite: Any  # GX ExpectationSuiteValidationResult of the part
+    counts: dict[str, int]  # mean check's key → the column's non-null values in the part
+    outside: dict[str, pd.Series]  # failing in-set check's key → `ex.outside_values`
+    periods: pd.DataFrame | None  # `ex.rows_per_period` of the part, when a window is given
+
+
+def _run_part(part: pd.DataFrame, checks: list[ex.Check], window: tuple | None) -> PartRun:
+    """Run `checks` on `part` (in the process that holds it); `window`: (timestamp column,
+    start, end, period) to count rows per period, or None."""
+    suite = _run(part, ex.TABLE, checks, RESULT_FORMATS[ex.TABLE])
+    results = {r.expectation_config.meta["key"]: r for r in suite.results}
+    outside = {
+        c.key: ex.outside_values(part[c.column], c.kwargs["value_set"])
+        for c in checks
+        if c.type == "ExpectColumnValuesToBeInSet"
+        and c.column in part.columns
+        and (results[c.key].result or {}).get("unexpected_count")
+    }
+    counts = {
+        c.key: int(part[c.column].count())
+        for c in checks
+        if c.type == "ExpectColumnMeanToBeBetween" and c.column in part.columns
+    }
+    periods = None if window is None else ex.rows_per_period(part, *window)
+    return PartRun(len(part), suite, counts, outside, periods)
+
+
+def _run(frame: pd.DataFrame, batch: str, checks: list[ex.Check], result_format: Any) -> Any:
+    """GX's ExpectationSuiteValidationResult of `checks` on `frame`, in a context of its own
+    (the docs are built from the combined results). A validation definition, not
+    `Batch.validate`: that fetches the batch twice, and GX fingerprints a frame (hashes every
+    row) each time it fetches it."""
+    context = _context(None)
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=batch, expectations=[_expectation(c) for c in checks])
+    )
+    data = (
+        context.data_sources.add_pandas(batch)
+        .add_dataframe_asset(batch)
+        .add_batch_definition_whole_dataframe("all")
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=batch, suite=suite, data=data)
+    )
+    return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+
+
 def _validate(
-    frames: dict[str, pd.DataFrame], checks: list[ex.Check], docs_dir: Path
-) -> list[ex.Outcome]:
+    engine: compute.Engine, raw: Any, checks: list[ex.Check], window: tuple, docs_dir: Path
+) -> tuple[int, list[ex.Outcome]]:
+    """(rows, one outcome per check) of the gate on `raw` (a frame of `engine`): the table's
+    checks on each part, uniqueness on parts split by the column, the volume on the rows per
+    period added up; both batches' results published as Data Docs in `docs_dir`."""
+    table = [c for c in checks if c.batch == ex.TABLE]
+    # One part holds every row of every id: uniqueness needs no second pass over split parts.
+    keyed = [] if engine.one_part else [c for c in table if c.type in result_merge.KEYED]
+    per_row = [c for c in table if c not in keyed]
+    runs = engine.map_parts(raw, _run_part, per_row, window)
+    results = _combined(per_row, runs)
+    for column in dict.fromkeys(c.column for c in keyed):
+        mine = [c for c in keyed if c.column == column]
+        split = raw[[column]] if column in raw.columns else raw
+        results |= _combined(mine, engine.map_keyed(split, str(column), _run_part, mine, None))
+    outside = {
+        c.key: ex.added_counts(found)
+        for c in table
+        if (found := [r.outside[c.key] for r in runs if c.key in r.outside])
+    }
+    periods = ex.added_periods([r.periods for r in runs])
+    suites = {
+        ex.TABLE: _suite_result(runs[0].suite, [results[c.key] for c in table]),
+        ex.PERIODS: _run(
+            periods,
+            ex.PERIODS,
+            [c for c in checks if c.batch == ex.PERIODS],
+            RESULT_FORMATS[ex.PERIODS],
+        ),
+    }
+    _build_docs(docs_dir, checks, suites)
+    by_key = {r.expectation_config.meta["key"]: r for s in suites.values() for r in s.results}
+    outcomes = [_outcome(c, by_key[c.key], outside.get(c.key)) for c in checks]
+    return sum(r.rows for r in runs), outcomes
+
+
+def _combined(checks: list[ex.Check], runs: list[PartRun]) -> dict[str, Any]:
+    """Check key → GX's ExpectationValidationResult on the whole table, from the parts' runs."""
+    parts = [{r.expectation_config.meta["key"]: r for r in run.suite.results} for run in runs]
+    whole: dict[str, Any] = {}
+    for c in checks:
+        mine = [p[c.key] for p in parts]
+        raised = [r for r in mine if _error(r.exception_info)]
+        if raised:  # a check GX could not evaluate on a part cannot be evaluated on the whole
+            whole[c.key] = raised[0]
+            continue
+        success, result = result_merge.combine(
+            c.type,
+            c.kwargs,
+            [
+                result_merge.PartResult(r.success, r.result or {}, run.counts.get(c.key, 0))
+                for r, run in zip(mine, runs, strict=True)
+            ],
+        )
+        whole[c.key] = copy.deepcopy(mine[0])
+        whole[c.key].success, whole[c.key].result = success, result
+    return whole
+
+
+def _suite_result(part: Any, results: list[Any]) -> Any:
+    """The suite's result on the whole table: a part's, holding the combined `results`."""
+    whole = copy.deepcopy(part)
+    passed = sum(bool(r.success) for r in results)
+    whole.results = results
+    whole.success = passed == len(results)
+    whole.statistics = {
+        "evaluated_expectations": len(results),
+        "successful_expectations": passed,
+        "unsuccessful_expectations": len(results) - passed,
+        "success_percent": 100 * passed / len(results) if results else None,
+    }
+    return whole
+
+
+def _build_docs(docs_dir: Path, checks: list[ex.Check], suites: dict[str, Any]) -> None:
+    """Data Docs in `docs_dir`: each batch's suite (from `checks`) and its result in `suites`,
+    stored as one validation run in a context whose site is `docs_dir`, then the site built."""
     context = _context(docs_dir)
-    source = context.data_sources.add_pandas("pipeline")
-    outcomes: list[ex.Outcome] = []
-    # One checkpoint per batch: a checkpoint passes the same batch parameters (the dataframe)
-    # to all its validation definitions. Both update the same docs site, whose index lists both.
-    for batch, frame in frames.items():
-        mine = {c.key: c for c in checks if c.batch == batch}
-        suite = gx.ExpectationSuite(
-            name=batch, expectations=[_expectation(c) for c in mine.values()]
+    run_id = RunIdentifier(run_time=datetime.datetime.now(datetime.UTC))
+    for name, result in suites.items():
+        expectations = [_expectation(c) for c in checks if c.batch == name]
+        context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+        suite_id = ExpectationSuiteIdentifier(name=name)
+        result.meta["run_id"] = run_id
+        result.meta["validation_time"] = run_id.run_time
+        context.validation_results_store.store_validation_results(
+            suite_validation_result=result,
+            suite_validation_result_identifier=ValidationResultIdentifier(
+                expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=name
+            ),
+            expectation_suite_identifier=suite_id,
         )
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(
-                name=batch,
-                suite=context.suites.add(suite),
-                data=source.add_dataframe_asset(batch).add_batch_definition_whole_dataframe("all"),
-            )
-        )
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name=batch,
-                validation_definitions=[definition],
-                result_format=RESULT_FORMATS[batch],
-                actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])],
-            )
-        )
-        result = checkpoint.run(batch_parameters={"dataframe": frame})
-        for suite_result in result.run_results.values():
-            outcomes += [
-                _outcome(mine[r.expectation_config.meta["key"]], r, frame)
-                for r in suite_result.results
-            ]
-    order = {c.key: i for i, c in enumerate(checks)}
-    return sorted(outcomes, key=lambda o: order[o.check.key])
+    context.build_data_docs(site_names=[SITE])
 
 
 def _expectation(check: ex.Check) -> Any:
@@ -229,15 +347,13 @@ def _expectation(check: ex.Check) -> Any:
     )
 
 
-def _outcome(check: ex.Check, r: Any, frame: pd.DataFrame) -> ex.Outcome:
+def _outcome(check: ex.Check, r: Any, outside: pd.Series | None) -> ex.Outcome:
     res = r.result or {}
     details: dict[str, Any] = {}
-    if not r.success and check.type == "ExpectColumnValuesToBeInSet" and check.column in frame:
+    if not r.success and check.type == "ExpectColumnValuesToBeInSet" and outside is not None:
         # GX's partial_unexpected_counts count only the first 20 unexpected rows: a new category
-        # seen 400 times would read as 20. Count every unexpected value instead (cheap).
-        details["unexpected_values"] = _plain(
-            ex.unexpected_value_counts(frame[check.column], check.kwargs["value_set"])
-        )
+        # seen 400 times would read as 20. Every unexpected value is counted instead (cheap).
+        details["unexpected_values"] = _plain(ex.unexpected_value_counts(outside))
     elif res.get("partial_unexpected_list") and check.type != "ExpectColumnValuesToNotBeNull":
         details["examples"] = _plain(list(dict.fromkeys(res["partial_unexpected_list"]))[:EXAMPLES])
     if res.get("unexpected_percent") is not None:

@@ -333,3 +333,82 @@ def test_suite_covers_every_contract_column() -> None:
     # without known categories there is nothing to compare against, so no category checks
     bare = ex.build_suite(s.contract, s.validate_, s.ingest.start, s.ingest.end, known={})
     assert not [c for c in bare if c.key.startswith("known")]
+
+
+def _spread_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """The same id at both ends of the table: in different parts of any row-order split."""
+    df.loc[df.index[[1, 700, -1]], "transaction_id"] = df.loc[df.index[0], "transaction_id"]
+    return df
+
+
+def _new_channel_everywhere(df: pd.DataFrame) -> pd.DataFrame:
+    df.loc[df.index[::40], "channel"] = "teleport"
+    df.loc[df.index[5::90], "channel"] = "drone"
+    return _nulls(df)
+
+
+PARTED = {
+    "valid": lambda df: df,
+    **{kind: corrupt for kind, (corrupt, _, _) in CORRUPTIONS.items()},
+    "spread_duplicates": _spread_duplicates,
+    "new_channel_everywhere": _new_channel_everywhere,
+}
+
+
+@pytest.mark.parametrize("kind", PARTED)
+def test_results_combined_from_parts_are_gx_on_the_whole_table(kind: str) -> None:
+    """A cluster validates part by part: the combined outcome of every check equals GX's on
+    the whole table, whatever the split (an empty part, a one-row part, uneven parts), the
+    uniqueness check on parts split by id as the Dask engine splits them."""
+    s = settings_for(Path("/unused"))
+    df = PARTED[kind](make_raw()).reset_index(drop=True)
+    checks = [
+        c
+        for c in ex.build_suite(s.contract, s.validate_, s.ingest.start, s.ingest.end)
+        if c.batch == ex.TABLE
+    ]
+    keyed = [c for c in checks if c.type == "ExpectColumnValuesToBeUnique"]
+    per_row = [c for c in checks if c not in keyed]
+
+    def outcomes(results: dict, runs: list) -> dict:
+        found = {
+            c.key: ex.added_counts(v)
+            for c in checks
+            if (v := [r.outside[c.key] for r in runs if c.key in r.outside])
+        }
+        return {
+            c.key: validate._outcome(c, results[c.key], found.get(c.key)).to_json() for c in checks
+        }
+
+    whole = validate._run_part(df, checks, None)
+    expected = outcomes({r.expectation_config.meta["key"]: r for r in whole.suite.results}, [whole])
+
+    rows = [df.iloc[:0], df.iloc[:1], df.iloc[1:300], df.iloc[300:1500], df.iloc[1500:]]
+    runs = [validate._run_part(part, per_row, None) for part in rows]
+    results = validate._combined(per_row, runs)
+    if "transaction_id" in df.columns:
+        bucket = pd.util.hash_pandas_object(df["transaction_id"], index=False) % 3
+        by_id = [df.loc[bucket == b, ["transaction_id"]] for b in range(3)]
+        results |= validate._combined(keyed, [validate._run_part(p, keyed, None) for p in by_id])
+    else:
+        results |= validate._combined(keyed, [validate._run_part(p, keyed, None) for p in rows])
+    got = outcomes(results, runs)
+    assert sum(r.rows for r in runs) == len(df)
+    assert close_enough(got, expected), kind
+
+
+def close_enough(got: dict, expected: dict) -> bool:
+    """Equal, floats to 1e-9 relative (a mean added part by part rounds differently)."""
+
+    def same(g: object, e: object) -> bool:
+        if isinstance(e, float) and isinstance(g, float):
+            return g == pytest.approx(e, rel=1e-9)
+        if isinstance(e, dict) and isinstance(g, dict):
+            return g.keys() == e.keys() and all(same(g[k], e[k]) for k in e)
+        if isinstance(e, list) and isinstance(g, list):
+            return len(g) == len(e) and all(same(a, b) for a, b in zip(g, e, strict=True))
+        return g == e
+
+    for key in expected:
+        assert same(got[key], expected[key]), (got[key], expected[key])
+    return True

@@ -21,14 +21,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import Settings, load_settings
+from pipelines.config import Compute, Settings, load_settings
 from pipelines.core import metrics
 from pipelines.core.dataset import validation_split
 from pipelines.core.features import FeatureSpec
 from pipelines.core.layout import Layout
 from pipelines.io import compute, model_files, storage
-from pipelines.stages import featurize, train
+from pipelines.stages import featurize, train, validate
 from tests.conftest import SMALL_PARAMS, make_repo, run
+from tests.data.test_validate import close_enough
 from tests.integration.conftest import free_port, stop_group
 from tests.unit.test_features import events
 
@@ -364,6 +365,34 @@ def test_on_dask_later_rows_never_leak_into_a_row_and_the_features_are_the_panda
     keep = (a["ts"] <= cut).to_numpy()
     pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True)
     assert not a[~keep].equals(b[~keep])  # the tampering shows where it should
+
+
+def test_the_gate_on_a_cluster_gives_the_pandas_verdicts_report_and_reference(
+    cluster: str, tmp_path: Path
+) -> None:
+    """validate part by part on the users' cluster (four parts, uniqueness on parts split by
+    id) against pandas on the whole table, in every world of the gate's data tests: the same
+    exit code, summary (every check's verdict, counts, examples) and derived reference."""
+    from tests.data.test_validate import PARTED, make_raw, settings_for, write_snapshot
+
+    on_dask = Compute(engine="dask", address=cluster, partitions=4)
+    for kind, corrupt in PARTED.items():
+        seen = {}
+        for engine in ("local", "dask"):
+            settings = settings_for(tmp_path / kind / engine)
+            if engine == "dask":
+                settings = settings.model_copy(update={"compute": on_dask})
+            write_snapshot(settings, corrupt(make_raw()))
+            code = validate.main(settings)
+            summary = storage.read_json(Layout(settings).validation_summary)
+            saved = tmp_path / kind / engine / "gate_reference.yaml"
+            reference = saved.read_text() if saved.exists() else None  # none from zero rows
+            assert (tmp_path / kind / engine / "validation/docs/index.html").is_file()
+            seen[engine] = (code, {**summary, "docs": None}, reference)
+        assert seen["dask"][0] == seen["local"][0], kind
+        assert close_enough(seen["dask"][1], seen["local"][1]), kind
+        assert seen["dask"][2] == seen["local"][2], kind
+    assert seen["local"][0] == 65  # the last world blocks: the comparison covers failures
 
 
 def test_the_dask_reader_refuses_a_dataset_its_writer_did_not_finish(
