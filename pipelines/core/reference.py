@@ -24,14 +24,14 @@ The margins, and why (each a judgement, not a published constant: edit the file 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from pipelines.config import Contract, Validate
-from pipelines.core.expectations import ROWS, rows_per_period
+from pipelines.core.expectations import ROWS, added_periods, rows_per_period
 from pipelines.core.span import Span
 
 FIELDS = (
@@ -45,6 +45,12 @@ FIELDS = (
 )
 LOG_ODDS_MARGIN = 1.5
 AMOUNT_HEADROOM = 10.0
+# (frame, fn, *args) → [fn(part, *args) for each part of frame], in row order.
+MapParts = Callable[..., list[Any]]
+
+
+class NoRows(ValueError):
+    """The table has no rows to derive a reference from."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,9 @@ def from_profile(p: Profile, rows_per_period: pd.Series | None) -> dict[str, Any
     """The reference values (`FIELDS`) of the table `p` profiles, whose rows per period of
     `volume_window` are `rows_per_period`.
 
-    Raises ValueError when the table has no rows to derive from."""
+    Raises NoRows (a ValueError) when the table has no rows to derive from."""
     if not p.rows:
-        raise ValueError("no rows to derive the gate's reference from")
+        raise NoRows("no rows to derive the gate's reference from")
     out: dict[str, Any] = {
         "categories": {col: sorted(values) for col, values in p.levels.items()},
         "min_rows": max(1, p.rows // 10),
@@ -141,17 +147,27 @@ def from_profile(p: Profile, rows_per_period: pd.Series | None) -> dict[str, Any
     return out
 
 
-def derive(table: pd.DataFrame, contract: Contract, period: Span) -> dict[str, Any]:
+def derive(
+    table: Any, contract: Contract, period: Span, map_parts: MapParts | None = None
+) -> dict[str, Any]:
     """The reference values (`FIELDS`) of `table` (rows × contract columns, as ingest writes it),
-    its volume counted per `period`; `profile` and `from_profile` on the whole table.
+    its volume counted per `period`: each part profiled where it lives (`map_parts`, an
+    engine's `io.compute.Engine.map_parts`; default: `table` is one pandas frame), the
+    profiles added, then the rows per period of their span counted the same way.
 
-    Raises ValueError when the table has no rows to derive from."""
-    p = profile(table, contract)
+    Raises NoRows (a ValueError) when the table has no rows to derive from."""
+    map_parts = map_parts or _whole
+    p = added(map_parts(table, profile, contract))
     window = volume_window(p, period)
     counts = None
-    if window is not None:
-        counts = rows_per_period(table, contract.timestamp, *window, period)[ROWS]
+    if p.rows and window is not None:
+        parts = map_parts(table, rows_per_period, contract.timestamp, *window, period)
+        counts = added_periods(parts)[ROWS]
     return from_profile(p, counts)
+
+
+def _whole(frame: pd.DataFrame, fn: Callable[..., Any], *args: Any) -> list[Any]:
+    return [fn(frame, *args)]
 
 
 def apply(params: Validate, reference: Mapping[str, Any]) -> Validate:

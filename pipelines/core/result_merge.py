@@ -2,9 +2,11 @@
 
 A table larger than one process is validated part by part where it lives (`stages/validate.py`
 runs the same GX suite on each part); this module combines the parts' results into the result
-GX gives on the whole table, from the quantities GX itself reports: counts add, a minimum,
-maximum or mean combines, the first unexpected examples stay in row order. Pure: plain dicts in
+GX gives on the whole table, from the quantities GX itself reports: counts add, a minimum or
+maximum combines, a mean is the parts' sums over their counts. Pure: plain dicts in
 GX 1.x's result shape (`ExpectationValidationResult.result`, SUMMARY format), no GX import.
+The unexpected examples keep the parts' order: the table's row order for the parts of a split
+by rows, not for uniqueness (its parts are split by the column).
 
 GX's rules restated here (great_expectations 1.24, `expectations/expectation.py`:
 `ColumnMapExpectation._validate`, `_mostly_success`, `_format_map_output`), and held to GX on
@@ -21,11 +23,13 @@ the whole table by tests/data/test_validate.py:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # GX's SUMMARY result format keeps this many unexpected values (`partial_unexpected_count`).
@@ -58,12 +62,13 @@ KEYED = frozenset({"ExpectColumnValuesToBeUnique"})
 
 @dataclass(frozen=True)
 class PartResult:
-    """One part's result of one expectation; `count`: the column's non-null values in the
-    part (a mean is weighed by it)."""
+    """One part's result of one expectation; for a mean, the column's non-null values in the
+    part (`count`) and their sum (`total`): the whole table's mean is one division, as GX's."""
 
     success: bool
     result: Mapping[str, Any]
     count: int = 0
+    total: float = 0.0
 
 
 def combine(
@@ -72,11 +77,15 @@ def combine(
     """(success, result) of the expectation `type_` (a GX class name, with its `kwargs`) on
     the table whose parts, in row order, gave `parts` (at least one, none raised).
 
-    Raises ValueError for an expectation type without a rule here (add one before using it)."""
+    Raises ValueError for an expectation type without a rule here (add one before using it),
+    for parts that disagree on a column's dtype, and for values that cannot be compared (GX on
+    the whole table would raise too)."""
     if not parts:
         raise ValueError(f"{type_}: no part results to combine")
     if len(parts) == 1:
         return parts[0].success, dict(parts[0].result)
+    if type_ in TYPES and len({"element_count" in p.result for p in parts}) > 1:
+        raise ValueError("the parts disagree on the column's dtype (object in some only)")
     if type_ in PER_ROW or (type_ in TYPES and "element_count" in parts[0].result):
         return _per_row(kwargs, [p.result for p in parts])
     if type_ in SCHEMA or type_ in TYPES:
@@ -114,10 +123,15 @@ def _per_row(kwargs: Mapping[str, Any], results: list[Mapping[str, Any]]) -> tup
             "unexpected_percent_total": total,
             "unexpected_percent_nonmissing": nonmissing,
         }
-    out["partial_unexpected_counts"] = [
-        {"value": v, "count": n}
-        for v, n in sorted(Counter(examples).most_common(PARTIAL), key=lambda x: (-x[1], x[0]))
-    ]
+    try:
+        out["partial_unexpected_counts"] = [
+            {"value": v, "count": n}
+            for v, n in sorted(Counter(examples).most_common(PARTIAL), key=lambda x: (-x[1], x[0]))
+        ]
+    except TypeError:  # as GX: unhashable values, or tied values of types that do not order
+        out["partial_unexpected_counts"] = [
+            {"error": "partial_exception_counts requires a hashable type"}
+        ]
     return success, out
 
 
@@ -126,18 +140,15 @@ def _observed(type_: str, parts: Sequence[PartResult]) -> Any:
     if type_ == "ExpectTableRowCountToBeBetween":
         return sum(int(v or 0) for v in values)
     if type_ == "ExpectColumnMeanToBeBetween":
-        weighed = [
-            (float(v), p.count)  # type: ignore[arg-type]  # not missing: a number
-            for v, p in zip(values, parts, strict=True)
-            if p.count and not _missing(v)
-        ]
-        counted = sum(n for _, n in weighed)
-        return sum(v * n for v, n in weighed) / counted if counted else None
-    seen = [v for v in values if not _missing(v)]  # an empty part's min is NaT or NaN
+        counted = sum(p.count for p in parts)
+        return sum(p.total for p in parts) / counted if counted else None
+    seen: list[Any] = [v for v in values if not _missing(v)]  # an empty part's min is NaT or NaN
     if not seen:
         return None
-    pick = min if type_ == "ExpectColumnMinToBeBetween" else max
-    return pick(seen, key=_comparable)  # the value as GX reported it (ISO text for a time)
+    try:  # in the values' own order, as GX's min and max on the whole column
+        return min(seen) if type_ == "ExpectColumnMinToBeBetween" else max(seen)
+    except TypeError as err:
+        raise ValueError(f"the parts' values do not compare: {err}") from None
 
 
 def _missing(value: Any) -> bool:
@@ -147,14 +158,18 @@ def _missing(value: Any) -> bool:
 def _within(observed: Any, kwargs: Mapping[str, Any]) -> bool:
     if _missing(observed):
         return False
-    x, lo, hi = (
-        _comparable(v) for v in (observed, kwargs.get("min_value"), kwargs.get("max_value"))
-    )
-    if lo is not None and (x <= lo if kwargs.get("strict_min") else x < lo):
-        return False
-    return hi is None or not (x >= hi if kwargs.get("strict_max") else x > hi)
+    lo, hi = (_bound(kwargs.get(k), observed) for k in ("min_value", "max_value"))
+    try:
+        if lo is not None and (observed <= lo if kwargs.get("strict_min") else observed < lo):
+            return False
+        return hi is None or not (observed >= hi if kwargs.get("strict_max") else observed > hi)
+    except TypeError as err:
+        raise ValueError(f"the observed value does not compare with the bounds: {err}") from None
 
 
-def _comparable(value: Any) -> Any:
-    # GX reports a datetime column's min and max as ISO text, and the suite bounds it so.
-    return pd.Timestamp(value) if isinstance(value, str) else value
+def _bound(bound: Any, observed: Any) -> Any:
+    # As GX: a bound is read as a time only when the observed value is one (the suite writes
+    # the window's bounds as ISO text); otherwise values compare as they are.
+    if isinstance(bound, str) and isinstance(observed, dt.datetime | np.datetime64):
+        return pd.Timestamp(bound)
+    return bound

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from pipelines.config import Contract, Settings
-from pipelines.core import expectations, reference
+from pipelines.core import reference
 from pipelines.io import storage
-
-# (frame, fn, *args) → [fn(part, *args) for each part]: `io.compute.Engine.map_parts`.
-MapParts = Callable[..., list[Any]]
 
 HEADER = (
     "# The data gate's reference, derived from the data (pipelines/core/reference.py says each\n"
@@ -52,34 +48,23 @@ def load(settings: Settings) -> dict[str, Any] | None:
 
 
 def load_or_derive(
-    settings: Settings, table: Any, map_parts: MapParts | None = None
+    settings: Settings, table: Any, map_parts: reference.MapParts | None = None
 ) -> tuple[dict[str, Any], bool]:
-    """The saved reference, else one derived from `table` and saved (atomically); and whether
-    it was derived now. An empty table derives nothing ({}: the gate blocks it on volume).
-
-    `map_parts`: an engine's `map_parts` (`io.compute`), which profiles a table of that engine
-    part by part where it lives; default: `table` is one pandas frame."""
+    """The saved reference, else one derived from `table` (`core.reference.derive`, part by
+    part through `map_parts` when given) and saved (atomically); and whether it was derived
+    now. An empty table derives nothing ({}: the gate blocks it on volume)."""
     saved = load(settings)
     if saved is not None:
         return saved, False
-    map_parts = map_parts or _whole
-    c, period = settings.contract, settings.validate_.period
-    whole = reference.added(map_parts(table, reference.profile, c))
-    if not whole.rows:
+    c = settings.contract
+    try:
+        values = reference.derive(table, c, settings.validate_.period, map_parts)
+    except reference.NoRows:
         return {}, False
-    window = reference.volume_window(whole, period)
-    counts = None
-    if window is not None:
-        periods = map_parts(table, expectations.rows_per_period, c.timestamp, *window, period)
-        counts = expectations.added_periods(periods)[expectations.ROWS]
-    derived = {"contract": fingerprint(c), **reference.from_profile(whole, counts)}
+    derived = {"contract": fingerprint(c), **values}
     text = HEADER + yaml.safe_dump(derived, sort_keys=False, allow_unicode=True)
     storage.write_bytes(settings.paths.gate_reference, text.encode())
     return derived, True
-
-
-def _whole(frame: Any, fn: Callable[..., Any], *args: Any) -> list[Any]:
-    return [fn(frame, *args)]
 
 
 def completed(settings: Settings) -> Settings:

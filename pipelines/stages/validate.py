@@ -1,11 +1,12 @@
 """validate: the blocking data-quality gate, run with Great Expectations 1.x.
 
 Reads the raw snapshot and the window ingest resolved (its manifest), runs the suite from
-`core.expectations` in an in-memory GX context,
-builds Data Docs (HTML) and writes the validation summary (`core.layout`), which featurize
-checks before it touches the data. Exit code 65 (`core.expectations.DATA_REJECTED`) on any
+`core.expectations` on each part of the snapshot where it lives (`compute`: one part in this
+process, or a cluster's parts on its workers) in in-memory GX contexts, combines the parts'
+results (`core.result_merge`), builds Data Docs (HTML) from them and writes the validation
+summary (`core.layout`), which featurize checks before it touches the data. Exit code 65 (`core.expectations.DATA_REJECTED`) on any
 blocking failure, with one stderr line per failed expectation naming its column; 1 when the
-snapshot cannot be read.
+snapshot cannot be read or the cluster reached.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,20 +93,39 @@ def run(settings: Settings) -> ValidationSummary:
     """Run the gate on the raw snapshot where `compute` says (part by part on a cluster, the
     results combined by `core.result_merge`), publish Data Docs and write the summary.
 
-    Raises FileNotFoundError or ValueError when the snapshot is missing or unreadable (the summary
-    then records that failure, so nothing downstream reads a stale pass)."""
+    Raises FileNotFoundError or ValueError when the snapshot is missing or unreadable, and
+    RuntimeError when the Dask scheduler cannot be reached (the summary then records that
+    failure, so nothing downstream reads a stale pass)."""
     layout = Layout(settings)
-    raw_url, summary_url = layout.raw_table, layout.validation_summary
+    summary_url = layout.validation_summary
+    try:
+        rows, outcomes = _gate(settings, layout)
+    except Exception as err:
+        # The summary always describes the latest attempt: nothing downstream reads a stale
+        # pass, whatever failed (the snapshot, the cluster, a computation on it).
+        storage.write_json(
+            summary_url, {"success": False, "error": str(err), "docs": None, "results": []}
+        )
+        raise
+    outcomes = ex.ordered(ex.explain_missing_columns(outcomes))
+    result = ValidationSummary(
+        success=ex.gate_passed(outcomes),
+        rows=rows,
+        outcomes=tuple(outcomes),
+        docs=settings.portable(storage.join(layout.validation_docs, "index.html")),
+        summary=summary_url,
+    )
+    storage.write_json(summary_url, result.to_json())
+    _report(result)
+    return result
+
+
+def _gate(settings: Settings, layout: Layout) -> tuple[int, list[ex.Outcome]]:
+    """(rows, outcomes) of the suite on the snapshot, on `settings.compute`'s engine, with the
+    Data Docs published."""
     with compute.engine(settings) as engine:
-        try:
-            raw = engine.read_parquet(raw_url)
-            start, end = manifest.window(settings)
-        except (FileNotFoundError, ValueError) as err:
-            # The summary always describes the latest attempt: nothing downstream reads a stale pass.
-            storage.write_json(
-                summary_url, {"success": False, "error": str(err), "docs": None, "results": []}
-            )
-            raise
+        raw = engine.read_parquet(layout.raw_table)
+        start, end = manifest.window(settings)
         saved, derived = gate_reference.load_or_derive(settings, raw, engine.map_parts)
         if derived:
             print(
@@ -116,29 +137,19 @@ def run(settings: Settings) -> ValidationSummary:
         params = reference.apply(settings.validate_, saved)
         checks = ex.build_suite(settings.contract, params, start, end)
         window = (settings.contract.timestamp, start, end, params.period)
-        docs_url = layout.validation_docs
         with tempfile.TemporaryDirectory(prefix="gx-docs-") as staging:
             site = Path(staging) / "docs"  # not the 0700 temp dir itself: it is copied as is
             rows, outcomes = _validate(engine, raw, checks, window, site)
-            _publish(site, docs_url)
-    outcomes = ex.ordered(ex.explain_missing_columns(outcomes))
-    result = ValidationSummary(
-        success=ex.gate_passed(outcomes),
-        rows=rows,
-        outcomes=tuple(outcomes),
-        docs=settings.portable(storage.join(docs_url, "index.html")),
-        summary=summary_url,
-    )
-    storage.write_json(summary_url, result.to_json())
-    _report(result)
-    return result
+            _publish(site, layout.validation_docs)
+    return rows, outcomes
 
 
 def main(settings: Settings) -> int:
-    """The stage's exit code: 0 passed, `DATA_REJECTED` blocked, 1 no readable snapshot."""
+    """The stage's exit code: 0 passed, `DATA_REJECTED` blocked, 1 no readable snapshot or
+    no reachable cluster."""
     try:
         result = run(settings)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"validate: error: {err}", file=sys.stderr)
         return 1
     return 0 if result.success else ex.DATA_REJECTED
@@ -193,7 +204,7 @@ class PartRun:
 
     rows: int
     suite: Any  # GX ExpectationSuiteValidationResult of the part
-    counts: dict[str, int]  # mean check's key → the column's non-null values in the part
+    means: dict[str, tuple[int, float]]  # mean check's key → the column's (count, sum)
     outside: dict[str, pd.Series]  # failing in-set check's key → `ex.outside_values`
     periods: pd.DataFrame | None  # `ex.rows_per_period` of the part, when a window is given
 
@@ -210,13 +221,13 @@ def _run_part(part: pd.DataFrame, checks: list[ex.Check], window: tuple | None) 
         and c.column in part.columns
         and (results[c.key].result or {}).get("unexpected_count")
     }
-    counts = {
-        c.key: int(part[c.column].count())
+    means = {
+        c.key: (int(part[c.column].count()), float(part[c.column].sum()))
         for c in checks
-        if c.type == "ExpectColumnMeanToBeBetween" and c.column in part.columns
+        if c.type == "ExpectColumnMeanToBeBetween" and not _raised(results[c.key].exception_info)
     }
     periods = None if window is None else ex.rows_per_period(part, *window)
-    return PartRun(len(part), suite, counts, outside, periods)
+    return PartRun(len(part), suite, means, outside, periods)
 
 
 def _run(frame: pd.DataFrame, batch: str, checks: list[ex.Check], result_format: Any) -> Any:
@@ -224,6 +235,16 @@ def _run(frame: pd.DataFrame, batch: str, checks: list[ex.Check], result_format:
     (the docs are built from the combined results). A validation definition, not
     `Batch.validate`: that fetches the batch twice, and GX fingerprints a frame (hashes every
     row) each time it fetches it."""
+    with _GX:
+        return _run_alone(frame, batch, checks, result_format)
+
+
+# A cluster's worker runs several parts at once in threads; GX keeps one current context per
+# process (each `get_context` replaces it), so runs in one process take turns.
+_GX = threading.Lock()
+
+
+def _run_alone(frame: pd.DataFrame, batch: str, checks: list[ex.Check], result_format: Any) -> Any:
     context = _context(None)
     suite = context.suites.add(
         gx.ExpectationSuite(name=batch, expectations=[_expectation(c) for c in checks])
@@ -247,13 +268,18 @@ def _validate(
     period added up; both batches' results published as Data Docs in `docs_dir`."""
     table = [c for c in checks if c.batch == ex.TABLE]
     # One part holds every row of every id: uniqueness needs no second pass over split parts.
-    keyed = [] if engine.one_part else [c for c in table if c.type in result_merge.KEYED]
+    # A check on a missing column fails in the first pass: nothing to split by.
+    keyed = [
+        c
+        for c in table
+        if c.type in result_merge.KEYED and not engine.one_part and c.column in raw.columns
+    ]
     per_row = [c for c in table if c not in keyed]
     runs = engine.map_parts(raw, _run_part, per_row, window)
     results = _combined(per_row, runs)
     for column in dict.fromkeys(c.column for c in keyed):
         mine = [c for c in keyed if c.column == column]
-        split = raw[[column]] if column in raw.columns else raw
+        split = raw[[column]]
         results |= _combined(mine, engine.map_keyed(split, str(column), _run_part, mine, None))
     outside = {
         c.key: ex.added_counts(found)
@@ -277,26 +303,44 @@ def _validate(
 
 
 def _combined(checks: list[ex.Check], runs: list[PartRun]) -> dict[str, Any]:
-    """Check key → GX's ExpectationValidationResult on the whole table, from the parts' runs."""
+    """Check key → GX's ExpectationValidationResult on the whole table, from the parts' runs;
+    a check GX could not evaluate on a part, or whose parts' results do not combine, is not
+    evaluated on the whole (as GX would raise on it)."""
     parts = [{r.expectation_config.meta["key"]: r for r in run.suite.results} for run in runs]
     whole: dict[str, Any] = {}
     for c in checks:
         mine = [p[c.key] for p in parts]
-        raised = [r for r in mine if _error(r.exception_info)]
-        if raised:  # a check GX could not evaluate on a part cannot be evaluated on the whole
+        raised = [r for r in mine if _raised(r.exception_info)]
+        if raised:
             whole[c.key] = raised[0]
             continue
-        success, result = result_merge.combine(
-            c.type,
-            c.kwargs,
-            [
-                result_merge.PartResult(r.success, r.result or {}, run.counts.get(c.key, 0))
-                for r, run in zip(mine, runs, strict=True)
-            ],
-        )
         whole[c.key] = copy.deepcopy(mine[0])
+        try:
+            success, result = result_merge.combine(
+                c.type,
+                c.kwargs,
+                [
+                    result_merge.PartResult(r.success, r.result or {}, *run.means.get(c.key, ()))
+                    for r, run in zip(mine, runs, strict=True)
+                ],
+            )
+        except ValueError as err:
+            success, result = False, {}
+            whole[c.key].exception_info = {
+                "raised_exception": True,
+                "exception_message": str(err),
+                "exception_traceback": None,
+            }
         whole[c.key].success, whole[c.key].result = success, result
     return whole
+
+
+def _raised(info: dict | None) -> bool:
+    """Whether GX raised evaluating the check (its info is flat, or nested per metric)."""
+    if not info:
+        return False
+    entries = [v for v in info.values() if isinstance(v, dict)] or [info]
+    return any(e.get("raised_exception") for e in entries)
 
 
 def _suite_result(part: Any, results: list[Any]) -> Any:

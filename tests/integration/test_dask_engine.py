@@ -367,32 +367,60 @@ def test_on_dask_later_rows_never_leak_into_a_row_and_the_features_are_the_panda
     assert not a[~keep].equals(b[~keep])  # the tampering shows where it should
 
 
+def gate_on(root: Path, table: pd.DataFrame, on: Compute | None = None) -> tuple:
+    """validate's (exit code, summary without the docs path, derived reference) on `table`, on
+    `on` (pandas by default)."""
+    from tests.data.test_validate import settings_for, write_snapshot
+
+    settings = settings_for(root)
+    if on is not None:
+        settings = settings.model_copy(update={"compute": on})
+    write_snapshot(settings, table)
+    code = validate.main(settings)
+    summary = storage.read_json(Layout(settings).validation_summary)
+    saved = root / "gate_reference.yaml"
+    assert summary["results"] or code == 1
+    assert (root / "validation/docs/index.html").is_file() or code == 1
+    return code, {**summary, "docs": None}, saved.read_text() if saved.exists() else None
+
+
+def assert_same_gate(local: tuple, dask: tuple, kind: str) -> None:
+    assert dask[0] == local[0], kind
+    assert close_enough(dask[1], local[1]), kind
+    assert dask[2] == local[2], kind  # the derived reference (none from zero rows)
+
+
 def test_the_gate_on_a_cluster_gives_the_pandas_verdicts_report_and_reference(
     cluster: str, tmp_path: Path
 ) -> None:
     """validate part by part on the users' cluster (four parts, uniqueness on parts split by
     id) against pandas on the whole table, in every world of the gate's data tests: the same
-    exit code, summary (every check's verdict, counts, examples) and derived reference."""
-    from tests.data.test_validate import PARTED, make_raw, settings_for, write_snapshot
+    exit code, summary (every check's verdict, counts, examples) and derived reference. Then
+    a LocalCluster worker running two parts at once in threads, and a scheduler that is gone:
+    exit 1 naming it, and the previous pass no longer stands in the summary."""
+    from tests.data.test_validate import PARTED, make_raw
 
     on_dask = Compute(engine="dask", address=cluster, partitions=4)
     for kind, corrupt in PARTED.items():
-        seen = {}
-        for engine in ("local", "dask"):
-            settings = settings_for(tmp_path / kind / engine)
-            if engine == "dask":
-                settings = settings.model_copy(update={"compute": on_dask})
-            write_snapshot(settings, corrupt(make_raw()))
-            code = validate.main(settings)
-            summary = storage.read_json(Layout(settings).validation_summary)
-            saved = tmp_path / kind / engine / "gate_reference.yaml"
-            reference = saved.read_text() if saved.exists() else None  # none from zero rows
-            assert (tmp_path / kind / engine / "validation/docs/index.html").is_file()
-            seen[engine] = (code, {**summary, "docs": None}, reference)
-        assert seen["dask"][0] == seen["local"][0], kind
-        assert close_enough(seen["dask"][1], seen["local"][1]), kind
-        assert seen["dask"][2] == seen["local"][2], kind
-    assert seen["local"][0] == 65  # the last world blocks: the comparison covers failures
+        local = gate_on(tmp_path / kind / "local", corrupt(make_raw()))
+        assert_same_gate(
+            local, gate_on(tmp_path / kind / "dask", corrupt(make_raw()), on_dask), kind
+        )
+    assert local[0] == 65  # the last world blocks: the comparison covers failures
+
+    threads = Compute(engine="dask", workers=1, threads_per_worker=2, partitions=6)
+    table = PARTED["new_channel_everywhere"](make_raw())
+    assert_same_gate(local, gate_on(tmp_path / "threads", table, threads), "threads")
+
+    root = tmp_path / "valid"
+    assert gate_on(root, make_raw(), on_dask)[0] == 0
+    gone = Compute(engine="dask", address=f"tcp://127.0.0.1:{free_port()}")
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        code, summary, _ = gate_on(root, make_raw(), gone)
+    assert code == 1 and summary["success"] is False
+    assert gone.address in summary["error"]
 
 
 def test_the_dask_reader_refuses_a_dataset_its_writer_did_not_finish(
