@@ -159,7 +159,7 @@ class Local(Engine):
     def map_keyed(
         self, frame: pd.DataFrame, key: str, fn: Callable[..., Any], *args: Any
     ) -> list[Any]:
-        return [fn(frame, *args)]
+        return self.map_parts(frame, fn, *args)  # the one part holds every row of each key
 
     def sort(self, frame: pd.DataFrame, by: list[str], like: Any = None) -> pd.DataFrame:
         if len(by) == 1 and frame[by[0]].is_monotonic_increasing:  # a pandas join kept the order

@@ -4,9 +4,9 @@ Reads the raw snapshot and the window ingest resolved (its manifest), runs the s
 `core.expectations` on each part of the snapshot where it lives (`compute`: one part in this
 process, or a cluster's parts on its workers) in in-memory GX contexts, combines the parts'
 results (`core.result_merge`), builds Data Docs (HTML) from them and writes the validation
-summary (`core.layout`), which featurize checks before it touches the data. Exit code 65 (`core.expectations.DATA_REJECTED`) on any
-blocking failure, with one stderr line per failed expectation naming its column; 1 when the
-snapshot cannot be read or the cluster reached.
+summary (`core.layout`), which featurize checks before it touches the data. Exit code 65
+(`core.expectations.DATA_REJECTED`) on any blocking failure, with one stderr line per failed
+expectation naming its column; 1 when the snapshot cannot be read or the cluster reached.
 """
 
 from __future__ import annotations
@@ -336,11 +336,16 @@ def _combined(checks: list[ex.Check], runs: list[PartRun]) -> dict[str, Any]:
 
 
 def _raised(info: dict | None) -> bool:
-    """Whether GX raised evaluating the check (its info is flat, or nested per metric)."""
+    """Whether GX raised evaluating the check."""
+    return any(e.get("raised_exception") for e in _exceptions(info))
+
+
+def _exceptions(info: dict | None) -> list[dict]:
+    """GX's exception entries of one result: the info itself, or one per metric when it nests
+    them (a metric raised)."""
     if not info:
-        return False
-    entries = [v for v in info.values() if isinstance(v, dict)] or [info]
-    return any(e.get("raised_exception") for e in entries)
+        return []
+    return [v for v in info.values() if isinstance(v, dict)] or [info]
 
 
 def _suite_result(part: Any, results: list[Any]) -> Any:
@@ -419,11 +424,8 @@ def _outcome(check: ex.Check, r: Any, outside: pd.Series | None) -> ex.Outcome:
 
 
 def _error(info: dict | None) -> str | None:
-    """The first exception message; GX nests them per metric when a metric raised."""
-    if not info:
-        return None
-    entries = [v for v in info.values() if isinstance(v, dict)] or [info]
-    messages = [e.get("exception_message") for e in entries if e.get("exception_message")]
+    """The first exception message of GX's exception entries (`_exceptions`), if any."""
+    messages = [e["exception_message"] for e in _exceptions(info) if e.get("exception_message")]
     return messages[0] if messages else None
 
 
