@@ -17,6 +17,7 @@ row's values do not depend on which other entities happen to be in the frame.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ class FeatureSpec:
             cols.append(c.amount)
         return cols + [n for n in c.novelty if n not in cols]
 
-    @property
+    @functools.cached_property  # read for every event a store appends
     def windows(self) -> Plan:
         """Each window in minutes with its resolution (`core.history.resolution`)."""
         return plan([60 * w for w in self.windows_hours])

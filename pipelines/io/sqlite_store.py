@@ -95,9 +95,13 @@ class SQLiteStore:
     def histories(self, entities: Sequence[str]) -> dict[str, History]:
         try:
             con, _ = self._connection()
-            return _histories_in(con, list(entities))
+            read = _states_in(con, list(entities))
         except sqlite3.OperationalError as err:
             raise StoreUnavailable(f"feature store {self.path}: {err}") from err
+        # Kept for this thread's next append, which re-reads the same cards inside its write
+        # transaction: a card whose bytes have not changed since is not decoded again.
+        self._local.read = read
+        return {entity: history for entity, (_, history) in read.items()}
 
     def append(self, columns: Mapping[str, np.ndarray]) -> int:
         c = self.spec.contract
@@ -150,12 +154,18 @@ class SQLiteStore:
             "INSERT INTO ids VALUES (?, ?)", ((i, now) for i in np.asarray(batch[c.id]).tolist())
         )
         groups = group_by_entity({k: batch[k] for k in self.spec.history_columns}, kept)
-        stored = _histories_in(con, list(groups))
+        stored = _states_in(con, list(groups), getattr(self._local, "read", None))
+        self._local.read = None
         con.executemany(
             "INSERT INTO cards VALUES (?, ?) "
             "ON CONFLICT (entity) DO UPDATE SET state = excluded.state",
             [
-                (e, to_bytes(append_to(stored.get(e, History()), rows, self.spec)))
+                (
+                    e,
+                    to_bytes(
+                        append_to(stored[e][1] if e in stored else History(), rows, self.spec)
+                    ),
+                )
                 for e, rows in groups.items()
             ],
         )
@@ -333,12 +343,25 @@ def remove(path: str | os.PathLike[str]) -> None:
     path.unlink(missing_ok=True)
 
 
-def _histories_in(con: sqlite3.Connection, entities: list[str]) -> dict[str, History]:
+def _states_in(
+    con: sqlite3.Connection,
+    entities: list[str],
+    decoded: Mapping[str, tuple[bytes, History]] | None = None,
+) -> dict[str, tuple[bytes, History]]:
+    """The stored entities among `entities`, each with its encoded state and that decoded; a
+    state equal to the one in `decoded` reuses its History."""
     rows = con.execute(
         "SELECT entity, state FROM cards WHERE entity IN (SELECT value FROM json_each(?))",
         (json.dumps(entities),),
     ).fetchall()
-    return {entity: from_bytes(state) for entity, state in rows}
+    known = decoded or {}
+    out = {}
+    for entity, state in rows:
+        before = known.get(entity)
+        out[entity] = (
+            before if before is not None and before[0] == state else (state, from_bytes(state))
+        )
+    return out
 
 
 def _remove_generation(file: Path) -> None:

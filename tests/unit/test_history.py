@@ -191,6 +191,14 @@ def test_the_encoding_round_trips() -> None:
     )
 
 
+def test_anything_but_an_encoded_history_is_refused() -> None:
+    history = fold(History(), np.array([0, 60_000]), np.array([1.0, 2.0]), {}, SPEC.windows)
+    data = to_bytes(history)
+    for broken in (b"", b"HST1" + data[4:], data[:30], data[: len(data) - 20], data[:-1]):
+        with pytest.raises(ValueError):
+            from_bytes(broken)
+
+
 def test_lateness_is_measured_from_the_newest_event() -> None:
     history = fold(
         History(), np.array([100 * 60 * MS_PER_MINUTE]), np.array([1.0]), {}, SPEC.windows

@@ -118,6 +118,36 @@ def test_threads_share_a_store(store: SQLiteStore) -> None:
     assert store.count() == 40 * 20
 
 
+def test_an_append_decodes_only_the_cards_changed_since_its_threads_read(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The append re-reads its cards inside the write transaction; a card whose bytes are those
+    this thread just read is not decoded again, one another writer changed meanwhile is."""
+    first = events(64, seed=21)
+    store.append(columns_of(first))
+    other = SQLiteStore(store.path, SPEC)
+    decoded: list[bytes] = []
+    decode = sqlite_store.from_bytes
+    monkeypatch.setattr(sqlite_store, "from_bytes", lambda b: decoded.append(b) or decode(b))
+    try:
+        assert len(store.histories(CARDS)) == len(CARDS)
+        assert len(decoded) == len(CARDS)
+        later = events(len(CARDS), seed=22, prefix="later-")
+        later["ts"] = first["ts"].max() + pd.to_timedelta(range(1, len(CARDS) + 1), unit="min")
+        later["card_id"] = CARDS
+        theirs = later.iloc[:1].assign(transaction_id="theirs")
+        other.append(columns_of(theirs))  # another writer: the first card changes
+        decoded.clear()
+        assert store.append(columns_of(later)) == len(CARDS)
+        assert len(decoded) == 1  # the changed card, and only it
+        decoded.clear()
+        store.append(columns_of(events(3, seed=23, prefix="again-")))  # no read before it
+        assert len(decoded) == len(set(events(3, seed=23)["card_id"]))
+    finally:
+        other.close()
+    assert sum(h.events for h in store.histories(CARDS).values()) == 64 + 1 + len(CARDS) + 3
+
+
 def _append_from_worker(store: SQLiteStore | str, worker: int, batches: int, go: Barrier) -> None:
     s = store if isinstance(store, SQLiteStore) else SQLiteStore(store, SPEC)
     go.wait(timeout=60)  # start together, so the appends really contend
