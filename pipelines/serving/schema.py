@@ -36,8 +36,11 @@ from pipelines.config import Contract, Settings
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _unicode(value: str) -> str:
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
+    if _SURROGATE.search(value):
         raise ValueError("must be valid Unicode text (a lone surrogate is not)")
     return value
 

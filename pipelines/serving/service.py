@@ -61,9 +61,9 @@ from pipelines.io import gate_reference, model_remote, registry
 from pipelines.io.feature_store import open_store, redacted
 from pipelines.io.prediction_log import PredictionLog
 from pipelines.runtime import bootstrap
-from pipelines.serving import metrics, scorer, timeout
+from pipelines.serving import instruments, metrics, scorer, timeout
 from pipelines.serving.batching import AdaptiveBatcher, Overloaded
-from pipelines.serving.edge import Answer, Edge, Hooks, error
+from pipelines.serving.edge import SCORE_PATH, Answer, Edge, Hooks, error
 from pipelines.serving.fastpath import FastPath
 from pipelines.serving.online_history import OnlineHistory
 from pipelines.serving.schema import describe, example_record, parse_json, record_model, score_model
@@ -418,6 +418,8 @@ def build(settings: Settings) -> Any:
         FraudService.score = bentoml.api(score_async)  # type: ignore[attr-defined]
 
     timeout.install()  # BentoML's own leaks a timer per request (serving/timeout.py)
+    untraced = () if serving.access_log else (SCORE_PATH,)
+    instruments.install(untraced)  # the same series and spans, cheaper (serving/instruments.py)
     service = bentoml.service(
         name=NAME,
         workers=serving.workers,
@@ -426,7 +428,7 @@ def build(settings: Settings) -> Any:
         # Per-request access lines and trace spans cost more CPU than scoring a record; the
         # prediction log and the Prometheus metrics already record every request.
         logging={"access": {"enabled": serving.access_log}},
-        tracing={"excluded_urls": None if serving.access_log else "/score"},
+        tracing={"excluded_urls": ",".join(untraced) or None},
     )(FraudService)
     service.add_asgi_middleware(Edge, hooks=hooks)
     service.add_asgi_middleware(FastPath, hooks=hooks, server_header=f"BentoML Service/{NAME}")

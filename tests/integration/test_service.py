@@ -189,6 +189,49 @@ def test_health_and_prometheus_metrics(service: Service) -> None:
     assert re.search(r'fraud_model_info\{model_version="fraud-model:[^"]+"\} 1', text)
 
 
+def bentoml_series(url: str) -> dict[tuple[str, str, str], float]:
+    """BentoML's request series on /metrics: (sample name, endpoint, status) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = httpx.get(f"{url}/metrics").text
+    return {
+        (s.name, s.labels.get("endpoint", ""), s.labels.get("http_response_code", "")): s.value
+        for family in text_string_to_metric_families(page)
+        if family.name.startswith("bentoml_service_")
+        for s in family.samples
+        if not s.name.endswith("_bucket")
+    }
+
+
+def test_every_request_is_counted_once_in_bentomls_series(service: Service) -> None:
+    """The service keeps BentoML's request series (serving/instruments.py keeps their labelled
+    children): every answered request counts once under its path and status, in the counter
+    and the duration histogram, whoever answered it (the fast path, the edge, BentoML)."""
+    before = bentoml_series(service.url)
+    sent = {("/score", "200"): 3, ("/score", "400"): 2, ("/score", "415"): 1, ("/nope", "404"): 2}
+    with httpx.Client(base_url=service.url) as client:
+        for i in range(3):
+            assert client.post("/score", json={"records": [record(900 + i)]}).status_code == 200
+        for body in ({"records": []}, {"records": [record(903, amount="lots")]}):
+            assert client.post("/score", json=body).status_code == 400
+        refused = client.post("/score", content="{}", headers={"content-type": "text/plain"})
+        assert refused.status_code == 415
+        for _ in range(2):
+            assert client.get("/nope").status_code == 404
+    after = bentoml_series(service.url)
+
+    def added(sample: str, endpoint: str, status: str) -> float:
+        key = (sample, endpoint, status)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    for (endpoint, status), n in sent.items():
+        assert added("bentoml_service_request_total", endpoint, status) == n, (endpoint, status)
+        assert added("bentoml_service_request_duration_seconds_count", endpoint, status) == n
+        assert added("bentoml_service_request_duration_seconds_sum", endpoint, status) > 0
+    assert after[("bentoml_service_request_in_progress", "/score", "")] == 0
+    assert after[("bentoml_service_last_request_timestamp_seconds", "", "")] > time.time() - 60
+
+
 def test_the_service_accepts_exactly_what_its_openapi_document_says(
     service: Service, tmp_path: Path
 ) -> None:
