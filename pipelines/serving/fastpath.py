@@ -17,7 +17,6 @@ handler passes on (it refuses the bad ones itself).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -66,7 +65,7 @@ class FastPath:
             if answer is None:  # the handler passes it on: BentoML reads the body read here
                 return await self.app(scope, _replay(body, receive), send)
         await self.hooks.send(
-            send, dataclasses.replace(answer, headers=(*answer.headers, *self.server))
+            send, Answer(answer.status, answer.body, (*answer.headers, *self.server), answer.cause)
         )
 
 
