@@ -48,9 +48,6 @@ CREATE INDEX ids_added ON ids (added);
 """
 # Expired ids deleted per append at most: bounded work on the hot path.
 _EXPIRE_PER_APPEND = 1000
-# WAL pages between checkpoints (~40 MB of WAL at most): halved an append's commit at 64 events a
-# batch (0.47 -> 0.24 ms, bench repo), as a card's page changed by several batches is copied once.
-_CHECKPOINT_PAGES = 10_000
 
 # A connection inherited across fork() must be neither used nor closed by the child (SQLite's
 # rule); keeping a reference stops the garbage collector from closing it.
@@ -321,9 +318,6 @@ class SQLiteStore:
         try:
             con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             con.execute("PRAGMA synchronous=NORMAL")
-            # A checkpoint every _CHECKPOINT_PAGES instead of SQLite's 1,000: a batch of appends
-            # rewrites ~100 pages, each checkpoint copies every page changed since the last once.
-            con.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             con.execute("SELECT 1 FROM meta LIMIT 1")  # the file is actually read here
         except BaseException:
             con.close()
