@@ -112,7 +112,7 @@ class FeatureSpec:
             cols.append(c.amount)
         return cols + [n for n in c.novelty if n not in cols]
 
-    @functools.cached_property  # read for every event a store appends
+    @functools.cached_property  # read for every card a store appends to
     def windows(self) -> Plan:
         """Each window in minutes with its resolution (`core.history.resolution`)."""
         return plan([60 * w for w in self.windows_hours])

@@ -46,8 +46,9 @@ class OnlineStore(Protocol):
     """Per-entity bounded histories for online features, shared by the service's workers."""
 
     def histories(self, entities: Sequence[str]) -> dict[str, History]:
-        """The stored history of each of `entities` that has one, in one round trip.
-        Raises StoreUnavailable."""
+        """The stored history of each of `entities` that has one, in one round trip. The
+        histories are the store's to reuse (this thread's next `append` folds on them when they
+        are still current): read them, never change them. Raises StoreUnavailable."""
         ...
 
     def append(self, columns: Mapping[str, np.ndarray]) -> int:

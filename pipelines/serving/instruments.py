@@ -12,8 +12,8 @@ full URL to match the exclusion patterns against it (about 5 %).
   the same labels and values, keeping each labelled child of the service's own routes once
   found. Any other path (a client can send any) is looked up as BentoML does, so a scanner
   cannot grow the cache; websockets and `/metrics` go to BentoML's own code.
-- `Tracing` passes the `untraced` paths straight on; anything else is BentoML's middleware
-  (an excluded path among them is still matched by its own patterns).
+- `Tracing` passes the `untraced` paths straight on; anything else goes to OpenTelemetry's
+  middleware (an excluded path among them is still matched by its own patterns).
 
 `install` makes BentoML build these in place of its own (it looks both classes up when it
 builds a worker's app, so call it before serving).

@@ -3,6 +3,8 @@ losslessly, and the features computed from it equal the offline ones."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +20,7 @@ from pipelines.core.features import (
     online_features,
 )
 from pipelines.core.history import (
+    _HEADER,
     LATE_SLACK,
     MS_PER_MINUTE,
     SCALAR_FOLD_MAX_BUCKETS,
@@ -197,6 +200,21 @@ def test_anything_but_an_encoded_history_is_refused() -> None:
     for broken in (b"", b"HST1" + data[4:], data[:30], data[: len(data) - 20], data[:-1]):
         with pytest.raises(ValueError):
             from_bytes(broken)
+
+
+def test_a_history_the_previous_encoder_wrote_decodes_the_same() -> None:
+    """Stores written before the encoder changed keep working: the arrays one after the other,
+    the seen values as `json.dumps` wrote them (non-ASCII text as escapes)."""
+    history = fold(History(), np.array([0, 90_000]), np.array([1.5, -2.0]), {}, SPEC.windows)
+    history.seen = {"merchant_country": {"Côte d'Ivoire": 0, "日本": 1}}
+    old = (
+        to_bytes(history)[: _HEADER.size + 40 * len(history.minute)]
+        + json.dumps(history.seen, separators=(",", ":")).encode()
+    )
+    assert b"\\u00f4" in old  # escaped, as json.dumps did
+    back = from_bytes(old)
+    assert back.seen == history.seen
+    assert to_bytes(back) == to_bytes(history)
 
 
 def test_lateness_is_measured_from_the_newest_event() -> None:

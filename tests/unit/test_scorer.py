@@ -9,6 +9,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from pipelines.config import Contract, Settings, parse_settings
 from pipelines.core.dataset import as_text, join_labels
@@ -229,6 +230,32 @@ def test_integer_codes_become_the_text_ingest_makes_of_an_integer_column() -> No
         with pytest.raises(ValueError, match="channel") as err:
             Transaction.model_validate(sent | {"channel": refused})
         assert "1 validation error" in str(err.value)
+
+
+def test_text_fields_take_printable_text_only_and_say_why_not() -> None:
+    sent = {
+        "transaction_id": "t-1",
+        "ts": "2026-03-01T10:00:00",
+        "card_id": "c1",
+        "amount": 3.0,
+        "merchant_category": "grocery",
+        "merchant_country": "Côte d'Ivoire",
+        "channel": "pos",
+    }
+    assert Transaction.model_validate(sent).merchant_country == "Côte d'Ivoire"
+    for value, why in (
+        ("abc\n", "string_pattern_mismatch"),  # a final newline too, not only inside
+        ("a\tb", "string_pattern_mismatch"),
+        ("a\ud800", "string_unicode"),  # a lone surrogate
+        ("", "string_too_short"),
+        ("x" * 129, "string_too_long"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            Transaction.model_validate(sent | {"transaction_id": value})
+        (problem,) = err.value.errors()
+        assert (problem["loc"], problem["type"]) == (("transaction_id",), why), value
+    with pytest.raises(ValidationError, match="at most 128 characters"):
+        Transaction.model_validate(sent | {"transaction_id": "x" * 129})
 
 
 def test_a_gap_is_missing_offline_and_online_and_never_an_unknown_category() -> None:
