@@ -154,18 +154,14 @@ class SQLiteStore:
             "INSERT INTO ids VALUES (?, ?)", ((i, now) for i in np.asarray(batch[c.id]).tolist())
         )
         groups = group_by_entity({k: batch[k] for k in self.spec.history_columns}, kept)
-        stored = _states_in(con, list(groups), getattr(self._local, "read", None))
+        read = _states_in(con, list(groups), getattr(self._local, "read", None))
         self._local.read = None
+        stored = {entity: history for entity, (_, history) in read.items()}
         con.executemany(
             "INSERT INTO cards VALUES (?, ?) "
             "ON CONFLICT (entity) DO UPDATE SET state = excluded.state",
             [
-                (
-                    e,
-                    to_bytes(
-                        append_to(stored[e][1] if e in stored else History(), rows, self.spec)
-                    ),
-                )
+                (e, to_bytes(append_to(stored.get(e, History()), rows, self.spec)))
                 for e, rows in groups.items()
             ],
         )

@@ -38,8 +38,8 @@ class RequestMetrics(instruments.RunnerTrafficMetricsMiddleware):
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] == "/metrics":
             return await super().__call__(scope, receive, send)
-        if "_labels" not in self.__dict__:
-            self._keep_children()
+        if not self._is_setup:
+            self._setup()
         endpoint = scope["path"]
         if not endpoint.startswith(self._skip):
             self._last_request.set_to_current_time()
@@ -66,9 +66,10 @@ class RequestMetrics(instruments.RunnerTrafficMetricsMiddleware):
         finally:
             in_progress.dec()
 
-    def _keep_children(self) -> None:
-        if not self._is_setup:
-            self._setup()
+    def _setup(self, *args: Any, **kwargs: Any) -> None:
+        """BentoML's series, and the children this middleware keeps of them (BentoML sets up on
+        the first request, whichever of the two paths above takes it)."""
+        super()._setup(*args, **kwargs)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._routes = frozenset(server_context.service_routes)
         self._skip = tuple(self.skip_paths)
